@@ -1,0 +1,143 @@
+"""The one multi-head attention of the model, with optional iRPE on q, k and v.
+
+Parameters carry the names of ``torch.nn.MultiheadAttention`` (``in_proj_weight``,
+``in_proj_bias``, ``out_proj``) plus ``rpe_q`` / ``rpe_k`` / ``rpe_v``, so released DETR and
+iRPE-DETR checkpoints load unchanged. Tensors are batch-first: (batch, tokens, channels).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention_kernel import attention_fused, attention_plain
+from .irpe import RelativePositionEncoding, RPESpec, cached_index
+
+#: Which kernel runs the attention: "auto" picks per call (see MultiheadAttention.forward),
+#: "plain" forces ordinary autograd ops, "fused" the iRPE autograd Function, "sdpa" PyTorch's
+#: scaled_dot_product_attention (not available with an iRPE value term).
+KERNELS = ("auto", "plain", "fused", "sdpa")
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention; ``rpe`` adds iRPE (self-attention over a feature map only)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
+                 rpe: RPESpec | None = None, kernel: str = "auto"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel {kernel!r} is not one of {KERNELS}")
+        self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
+        self.head_dim = embed_dim // num_heads
+        self.scaling = self.head_dim ** -0.5
+        self.kernel = kernel
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.rpe = rpe
+        for side in "qkv":
+            enc = RelativePositionEncoding(rpe, side, num_heads, self.head_dim) if rpe and side in rpe.rpe_on else None
+            setattr(self, f"rpe_{side}", enc)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, key_padding_mask=None, shape: tuple[int, int] | None = None,
+                need_weights: bool = False):
+        """Attend ``query`` (B, L, E) to ``key`` / ``value`` (B, S, E); ``key_padding_mask`` (B, S) is
+        True on padding; ``shape`` = (H, W) of the feature map that iRPE needs (L = S = H * W).
+        Returns (output (B, L, E), per-head weights (B, heads, L, S) or None)."""
+        B, L, E = query.shape
+        S = key.shape[1]
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if query is key:
+            q, k = F.linear(query, w[: 2 * E], b[: 2 * E]).chunk(2, dim=-1)
+        else:
+            q, k = F.linear(query, w[:E], b[:E]), F.linear(key, w[E : 2 * E], b[E : 2 * E])
+        v = F.linear(value, w[2 * E :], b[2 * E :])
+        heads = lambda x, n: x.view(B, n, self.num_heads, self.head_dim).transpose(1, 2)
+        q, k, v = heads(q, L) * self.scaling, heads(k, S), heads(v, S)
+
+        terms = self._rpe_terms(q, k, shape, L, S) if self.rpe is not None else {}
+        out, weights = self._attend(q, k, v, terms, key_padding_mask, need_weights)
+        out = out.transpose(1, 2).reshape(B, L, E)
+        return self.out_proj(out), weights
+
+    def _rpe_terms(self, q, k, shape, L, S) -> dict:
+        """The iRPE inputs of the attention kernel (see attention_kernel): a logit ``bias`` map
+        (bias mode), per-token bucket scores ``xk`` / ``xq`` (contextual) and the value table ``tv``."""
+        if shape is None or shape[0] * shape[1] != L or L != S:
+            raise ValueError(f"iRPE needs the feature-map shape of a self-attention; got shape={shape} "
+                             f"for {L} queries and {S} keys")
+        index = cached_index(self.rpe, int(shape[0]), int(shape[1]), q.device)
+        terms = {"index": index}
+        if self.rpe.mode == "bias":
+            # shared by the whole batch: computed once per call as (1, heads', L, L)
+            bias = None
+            for enc, idx in ((self.rpe_k, index), (self.rpe_q, index.t())):
+                if enc is not None:
+                    term = enc.effective_table()[:, idx]
+                    bias = term if bias is None else bias + term
+            terms["bias"] = bias.unsqueeze(0)
+            return terms
+        if self.rpe_k is not None:
+            terms["xk"] = torch.matmul(q, self.rpe_k.effective_table())
+        if self.rpe_q is not None:
+            terms["xq"] = torch.matmul(k * self.scaling, self.rpe_q.effective_table())
+        if self.rpe_v is not None:
+            terms["tv"] = self.rpe_v.effective_table()
+        return terms
+
+    def _attend(self, q, k, v, terms, key_padding_mask, need_weights):
+        p = self.dropout if self.training else 0.0
+        kernel = self.kernel
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if need_weights or exporting:
+            kernel = "plain"
+        elif kernel == "auto":
+            kernel = _auto_kernel(q, terms, p)
+        if kernel == "sdpa":
+            if "tv" in terms:
+                raise ValueError("attention kernel 'sdpa' cannot apply iRPE on values; use 'auto' or 'fused'")
+            return _sdpa(q, k, v, terms, key_padding_mask, p), None
+        if kernel == "fused":
+            return attention_fused(q, k, v, key_padding_mask=key_padding_mask, dropout_p=p,
+                                   training=self.training, **terms), None
+        out, weights = attention_plain(q, k, v, key_padding_mask=key_padding_mask, dropout_p=p,
+                                       training=self.training, **terms)
+        return out, weights if need_weights else None
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, rpe={self.rpe}"
+
+
+def _auto_kernel(q: torch.Tensor, terms: dict, dropout_p: float) -> str:
+    """Pick the fastest kernel measured for this case (see tools/benchmark.py encoder)."""
+    if "tv" in terms:
+        return "fused"
+    if not torch.is_grad_enabled() or q.is_cuda:
+        return "sdpa"
+    return "fused"
+
+
+def _sdpa(q, k, v, terms, key_padding_mask, dropout_p):
+    """scaled_dot_product_attention with the iRPE logit terms and the padding folded into one bias."""
+    B, H, L, _ = q.shape
+    S = k.shape[2]
+    bias = terms.get("bias")
+    if "xk" in terms:
+        term = torch.gather(terms["xk"].expand(B, H, L, terms["xk"].shape[-1]), -1,
+                            terms["index"].expand(B, H, L, S))
+        bias = term if bias is None else bias + term
+    if "xq" in terms:
+        xq = terms["xq"]
+        term = torch.gather(xq.expand(B, H, S, xq.shape[-1]), -1, terms["index"].expand(B, H, S, L))
+        bias = term.transpose(-1, -2) if bias is None else bias + term.transpose(-1, -2)
+    if key_padding_mask is not None:
+        pad = torch.zeros(B, 1, 1, S, dtype=q.dtype, device=q.device).masked_fill_(
+            key_padding_mask[:, None, None, :], float("-inf"))
+        bias = pad if bias is None else bias + pad
+    # q is already scaled
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)

@@ -1,0 +1,156 @@
+"""DETR's encoder-decoder transformer; the encoder self-attention optionally carries iRPE.
+
+Post-norm (the reference) or pre-norm layers. Tensors are batch-first. Parameter names follow the
+reference checkpoints: ``encoder.layers.N.{self_attn,linear1,linear2,norm1,norm2}``,
+``decoder.layers.N.{self_attn,multihead_attn,linear1,linear2,norm1,norm2,norm3}``, ``decoder.norm``
+and, with pre-norm, ``encoder.norm``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import MultiheadAttention
+from .irpe import RPESpec
+
+
+def _with_pos(x, pos):
+    return x if pos is None else x + pos
+
+
+class _FeedForward(nn.Module):
+    """Shared body of the layers' feed-forward block (linear1 / linear2 keep their reference names)."""
+
+    def _ffn(self, x):
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(_FeedForward):
+    """Self-attention (with optional iRPE) and feed-forward, post- or pre-norm."""
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, pre_norm=False,
+                 rpe: RPESpec | None = None, attention_kernel: str = "auto"):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout, rpe=rpe, kernel=attention_kernel)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout, self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, src, mask=None, pos=None, shape=None, need_weights=False):
+        x = self.norm1(src) if self.pre_norm else src
+        qk = _with_pos(x, pos)
+        attn, weights = self.self_attn(qk, qk, x, key_padding_mask=mask, shape=shape, need_weights=need_weights)
+        src = src + self.dropout1(attn)
+        if not self.pre_norm:
+            src = self.norm1(src)
+        x = self.norm2(src) if self.pre_norm else src
+        src = src + self.dropout2(self._ffn(x))
+        if not self.pre_norm:
+            src = self.norm2(src)
+        return src, weights
+
+
+class DecoderLayer(_FeedForward):
+    """Query self-attention, cross-attention to the encoder memory and feed-forward."""
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, pre_norm=False,
+                 attention_kernel: str = "auto"):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout, kernel=attention_kernel)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout, kernel=attention_kernel)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.pre_norm = pre_norm
+
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+        x = self.norm1(tgt) if self.pre_norm else tgt
+        qk = _with_pos(x, query_pos)
+        tgt = tgt + self.dropout1(self.self_attn(qk, qk, x)[0])
+        if not self.pre_norm:
+            tgt = self.norm1(tgt)
+        x = self.norm2(tgt) if self.pre_norm else tgt
+        attn = self.multihead_attn(_with_pos(x, query_pos), _with_pos(memory, pos), memory,
+                                   key_padding_mask=memory_mask)[0]
+        tgt = tgt + self.dropout2(attn)
+        if not self.pre_norm:
+            tgt = self.norm2(tgt)
+        x = self.norm3(tgt) if self.pre_norm else tgt
+        tgt = tgt + self.dropout3(self._ffn(x))
+        if not self.pre_norm:
+            tgt = self.norm3(tgt)
+        return tgt
+
+
+class Encoder(nn.Module):
+    def __init__(self, layer: EncoderLayer, num_layers: int, norm: nn.Module | None = None):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = norm
+
+    def forward(self, src, mask=None, pos=None, shape=None, need_weights=False):
+        weights = []
+        for layer in self.layers:
+            src, w = layer(src, mask, pos, shape, need_weights)
+            weights.append(w)
+        if self.norm is not None:
+            src = self.norm(src)
+        return src, weights
+
+
+class Decoder(nn.Module):
+    def __init__(self, layer: DecoderLayer, num_layers: int, norm: nn.Module):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = norm
+
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+        """Returns the normalised output of every layer: (num_layers, B, Q, C)."""
+        outputs = []
+        for layer in self.layers:
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+class Transformer(nn.Module):
+    """DETR's transformer; ``encoder_pos`` False keeps the absolute encoding out of the encoder
+    (the "relative only" setting) while the decoder's cross-attention keys still get it."""
+
+    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
+                 dim_feedforward=2048, dropout=0.1, pre_norm=False, rpe: RPESpec | None = None,
+                 encoder_pos: bool = True, attention_kernel: str = "auto"):
+        super().__init__()
+        enc_layer = EncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, rpe, attention_kernel)
+        self.encoder = Encoder(enc_layer, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None)
+        dec_layer = DecoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, attention_kernel)
+        self.decoder = Decoder(dec_layer, num_decoder_layers, nn.LayerNorm(d_model))
+        self.d_model, self.nhead, self.encoder_pos = d_model, nhead, encoder_pos
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        # as the reference: Xavier-uniform on every matrix, the iRPE tables included
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src, mask, query_embed, pos_embed, need_weights=False):
+        """src (B, C, H, W), mask (B, H, W) True on padding, query_embed (Q, C), pos_embed like src
+        or None. Returns (decoder outputs (layers, B, Q, C), memory (B, C, H, W), encoder weights)."""
+        B, C, H, W = src.shape
+        src = src.flatten(2).transpose(1, 2)
+        pos = None if pos_embed is None else pos_embed.flatten(2).transpose(1, 2)
+        mask = mask.flatten(1)
+        memory, weights = self.encoder(src, mask, pos if self.encoder_pos else None, (H, W), need_weights)
+        query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        hs = self.decoder(tgt, memory, mask, pos, query_pos)
+        return hs, memory.transpose(1, 2).reshape(B, C, H, W), weights
