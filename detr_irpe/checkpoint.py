@@ -1,0 +1,139 @@
+"""Checkpoints: safe loading (no pickled code is ever run), atomic saving, and building a model
+from a checkpoint of this project or of the reference code (DETR / iRPE-DETR).
+
+Loading uses ``torch.load(weights_only=True)``; the only class allowed beyond tensors and plain
+Python data is ``argparse.Namespace``, which the reference code stores under ``args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: the classes a checkpoint may contain beyond what weights_only loading allows by default
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True) -> dict:
+    """Read a checkpoint (a dict with a ``model`` state dict) without executing pickled code;
+    with ``model``, load its weights (``strict``: every key and shape must match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} was refused: it holds objects outside the allow-list "
+                              f"(nothing was executed): {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint: {first}") from None
+    if isinstance(ckpt, dict) and "model" not in ckpt and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        ckpt = {"model": ckpt}  # a bare state dict
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint: expected a dict with a 'model' state dict")
+    if model is not None:
+        load_state_dict(model, ckpt["model"], source=str(path), strict=strict)
+    return ckpt
+
+
+def load_state_dict(model: nn.Module, state: dict, source: str = "state dict", strict: bool = True) -> None:
+    """``model.load_state_dict`` with an error that lists the first mismatching keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if shapes or (strict and (missing or unexpected)):
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) e.g. {', '.join(unexpected[:3])}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es) e.g. {'; '.join(shapes[:3])}")
+        raise CheckpointError(f"{source} does not match the model architecture: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=strict)
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Write atomically: a temporary file in the same folder, flushed and fsynced, then renamed
+    over ``path``, so that an interruption leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def config_of_checkpoint(ckpt: dict, base=None):
+    """The Config a checkpoint was trained with: this project's ``config`` entry, or the
+    reference's ``args``."""
+    from .config import config_from_dict, config_from_reference_args
+
+    if isinstance(ckpt.get("config"), dict):
+        return config_from_dict(ckpt["config"], "checkpoint config")
+    if ckpt.get("args") is not None:
+        return config_from_reference_args(ckpt["args"], base)
+    raise CheckpointError("checkpoint carries neither a 'config' nor reference 'args'; pass a config file")
+
+
+def model_from_checkpoint(path: str | os.PathLike, cfg=None):
+    """Build (model, criterion, postprocessors, cfg) and load the checkpoint's weights. Without
+    ``cfg`` the architecture comes from the checkpoint itself."""
+    from .models import build_model
+
+    ckpt = load_checkpoint(path)
+    n = _num_classes_of(ckpt["model"])
+    if cfg is None:
+        cfg = config_of_checkpoint(ckpt)
+        if "config" not in ckpt and n is not None:
+            cfg.model.num_classes = n  # the reference computes it from the dataset, not an option
+    elif cfg.model.num_classes is None and n is not None:
+        cfg.model.num_classes = n
+    cfg.model.backbone.weights = "none"
+    model, criterion, post = build_model(cfg)
+    load_state_dict(model, ckpt["model"], source=str(path))
+    return model, criterion, post, cfg
+
+
+def _num_classes_of(state: dict) -> int | None:
+    w = state.get("class_embed.weight")
+    return None if w is None else int(w.shape[0]) - 1

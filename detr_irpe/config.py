@@ -1,0 +1,402 @@
+"""Typed configuration: dataclasses with defaults, YAML files with ``_base_`` inheritance,
+``key=value`` overrides, validation with one-line messages, and the mapping from the reference
+code's command-line options.
+
+A YAML file may name one or more base files (paths relative to itself) under ``_base_``; its own
+keys are merged over them, mapping by mapping. ``model.irpe`` accepts the reference string
+(``rpe-2.0-product-ctx-1-k``), a mapping of the typed fields, or ``null`` / ``""`` for none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .models.irpe import RPESpec, RPESpecError
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
+NORMS = ("frozen_bn", "bn", "gn")
+POSITION_EMBEDDINGS = ("sine", "learned", "none")
+KERNELS = ("auto", "plain", "fused", "sdpa")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file, key and expectation."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    #: imagenet (torchvision weights, from the local torch hub cache), none, or a file path
+    weights: str = "imagenet"
+    #: start from random weights when the ImageNet weights are not on this machine
+    allow_random_init: bool = False
+    #: frozen_bn (the reference; needs pretrained weights), bn or gn (trainable)
+    norm: str = "frozen_bn"
+    #: stages that train (conv1 and bn1 are named "stem"); the reference trains layer2-4
+    trainable_layers: list[str] = field(default_factory=lambda: ["layer2", "layer3", "layer4"])
+    #: replace the stride of the last stage by dilation (DC5)
+    dilation: bool = False
+    #: base channel count of cnn_tiny (ignored by the ResNets)
+    width: int = 32
+
+    def validate(self, at: str):
+        _choice(self.name, BACKBONES, f"{at}.name")
+        _choice(self.norm, NORMS, f"{at}.norm")
+        layers = ("stem", "layer1", "layer2", "layer3", "layer4")
+        for name in self.trainable_layers:
+            _choice(name, layers, f"{at}.trainable_layers")
+        if self.width <= 0:
+            raise ConfigError(f"{at}.width must be > 0, got {self.width}")
+        if self.dilation and self.name in ("resnet18", "resnet34"):
+            raise ConfigError(f"{at}.dilation is not supported by {self.name} (basic blocks); use resnet50 or resnet101")
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    position_embedding: str = "sine"
+    #: False removes the absolute encoding from the encoder only ("relative only")
+    encoder_abs_pos: bool = True
+    irpe: RPESpec | None = None
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    pre_norm: bool = False
+    num_queries: int = 100
+    aux_loss: bool = True
+    #: largest category id + 1; null takes it from the training dataset
+    num_classes: int | None = 91
+    #: attention kernel: auto, plain, fused or sdpa (see detr_irpe.models.attention)
+    attention_kernel: str = "auto"
+
+    def validate(self, at: str):
+        _choice(self.position_embedding, POSITION_EMBEDDINGS, f"{at}.position_embedding")
+        _choice(self.attention_kernel, KERNELS, f"{at}.attention_kernel")
+        for name in ("hidden_dim", "nheads", "dim_feedforward", "num_queries", "dec_layers"):
+            _positive(getattr(self, name), f"{at}.{name}")
+        if self.enc_layers < 0:
+            raise ConfigError(f"{at}.enc_layers must be >= 0, got {self.enc_layers}")
+        if self.hidden_dim % self.nheads:
+            raise ConfigError(f"{at}.hidden_dim ({self.hidden_dim}) must be divisible by {at}.nheads ({self.nheads})")
+        if self.position_embedding != "none" and self.hidden_dim % 2:
+            raise ConfigError(f"{at}.hidden_dim must be even for a {self.position_embedding} position embedding")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"{at}.dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes is not None and self.num_classes <= 0:
+            raise ConfigError(f"{at}.num_classes must be > 0 or null, got {self.num_classes}")
+        if self.attention_kernel == "sdpa" and self.irpe is not None and "v" in self.irpe.rpe_on:
+            raise ConfigError(f"{at}.attention_kernel 'sdpa' cannot apply iRPE on values; use auto or fused")
+
+
+@dataclass
+class LossConfig:
+    set_cost_class: float = 1.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+    #: weight of the no-object class in the classification loss
+    eos_coef: float = 0.1
+
+    def validate(self, at: str):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"{at}.{f.name} must be a finite number >= 0, got {value}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (with its ``_base_`` files), apply ``key=value`` overrides, validate."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        data = _read_yaml_tree(Path(path), [])
+        source = str(path)
+    for item in overrides:
+        _apply_override(data, item)
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: dict, source: str = "config") -> Config:
+    """Build and validate a Config from nested plain data (as read from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(Config, data, "", source)
+    _validate(cfg, "", source)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain data of a config (for YAML), the iRPE spec written as its reference string."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, RPESpec):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, RPESpec):
+        return str(cfg)
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(x) for x in cfg]
+    return cfg
+
+
+def save_config(cfg, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _read_yaml_tree(path: Path, chain: list[Path]) -> dict:
+    path = path.expanduser()
+    if not path.is_file():
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file {path}{where} does not exist")
+    if path.resolve() in chain:
+        raise ConfigError(f"config {path}: _base_ files include each other in a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path}: cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _read_yaml_tree(path.parent / base, chain + [path.resolve()]))
+    return _merge(merged, data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.epochs=50")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# typed construction
+
+
+def _sections(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _build(cls, data: dict, at: str, source: str):
+    fields = _sections(cls)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {at or 'config'} must be a mapping, got {_show(data)}")
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        near = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" (did you mean '{_join(at, near[0])}'?)" if near else f" (known: {', '.join(fields)})"
+        raise ConfigError(f"{source}: unknown key '{_join(at, key)}'{hint}")
+    kwargs = {}
+    for name, tp in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], tp, _join(at, name), source)
+        elif dataclasses.is_dataclass(tp):
+            kwargs[name] = tp()
+    return cls(**kwargs)
+
+
+def _coerce(value, tp, at: str, source: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        if RPESpec in args:
+            return _coerce_rpe(value, at, source)
+        return _coerce(value, args[0], at, source)
+    if tp is RPESpec:
+        return _coerce_rpe(value, at, source)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, at, source)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item is not str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {at} must be a list, got {_show(value)}")
+        return [_coerce(v, item, f"{at}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {at} must be a mapping, got {_show(value)}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {at} must be true or false, got {_show(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{source}: {at} must be an integer, got {_show(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {at} must be a number, got {_show(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: {at} must be a string, got {_show(value)}")
+    return value
+
+
+def _coerce_rpe(value, at: str, source: str) -> RPESpec | None:
+    try:
+        if value is None or value is False:
+            return None
+        if isinstance(value, RPESpec):
+            return value
+        if isinstance(value, str):
+            return RPESpec.parse(value)
+        if isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(RPESpec)}
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                near = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
+                hint = f" (did you mean '{at}.{near[0]}'?)" if near else f" (known: {', '.join(sorted(known))})"
+                raise ConfigError(f"{source}: unknown key '{at}.{unknown[0]}'{hint}")
+            return RPESpec(**value)
+    except RPESpecError as exc:
+        raise ConfigError(f"{source}: {at}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {at}: {exc}") from None
+    raise ConfigError(f"{source}: {at} must be an iRPE string, a mapping or null, got {_show(value)}")
+
+
+def _validate(obj, at: str, source: str) -> None:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, RPESpec):
+        for name in (f.name for f in dataclasses.fields(obj)):
+            _validate(getattr(obj, name), _join(at, name), source)
+        if hasattr(obj, "validate"):
+            try:
+                obj.validate(at)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+
+
+def _choice(value, choices, at: str) -> None:
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{at} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}")
+
+
+def _positive(value, at: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{at} must be > 0, got {value}")
+
+
+def _join(at: str, name) -> str:
+    return f"{at}.{name}" if at else str(name)
+
+
+def _show(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference code's command-line options
+
+
+_REFERENCE_MODEL_ARGS = {
+    "hidden_dim": "hidden_dim", "nheads": "nheads", "enc_layers": "enc_layers", "dec_layers": "dec_layers",
+    "dim_feedforward": "dim_feedforward", "dropout": "dropout", "num_queries": "num_queries",
+    "pre_norm": "pre_norm", "aux_loss": "aux_loss", "num_classes": "num_classes",
+}
+_REFERENCE_LOSS_ARGS = ("set_cost_class", "set_cost_bbox", "set_cost_giou", "bbox_loss_coef",
+                        "giou_loss_coef", "eos_coef")
+_REFERENCE_POSITION = {"sine": "sine", "v2": "sine", "learned": "learned", "v3": "learned"}
+
+
+def config_from_reference_args(args, base: Config | None = None) -> Config:
+    """A Config equivalent to the reference code's command-line options (a dict or an
+    argparse.Namespace, as stored under ``args`` in its checkpoints); options it does not name keep
+    the values of ``base`` (default: this project's defaults). The backbone weights come from the
+    checkpoint, so ``model.backbone.weights`` becomes ``none``."""
+    a = dict(vars(args)) if not isinstance(args, dict) else dict(args)
+    data = config_to_dict(base) if base is not None else {}
+    model = data.setdefault("model", {})
+    for src, dst in _REFERENCE_MODEL_ARGS.items():
+        if src in a and a[src] is not None:
+            model[dst] = a[src]
+    if "position_embedding" in a:
+        pe = a["position_embedding"]
+        if pe not in _REFERENCE_POSITION:
+            raise ConfigError(f"reference args: position_embedding {pe!r} is not one of {', '.join(_REFERENCE_POSITION)}")
+        model["position_embedding"] = _REFERENCE_POSITION[pe]
+    backbone = model.setdefault("backbone", {})
+    if "backbone" in a:
+        backbone["name"] = a["backbone"]
+    if "dilation" in a:
+        backbone["dilation"] = bool(a["dilation"])
+    backbone["weights"] = "none"
+    backbone["norm"] = "frozen_bn"
+    if "enc_rpe2d" in a:
+        model["irpe"] = a["enc_rpe2d"] or None
+    loss = data.setdefault("loss", {})
+    for name in _REFERENCE_LOSS_ARGS:
+        if name in a and a[name] is not None:
+            loss[name] = a[name]
+    return config_from_dict(data, "reference args")

@@ -1,0 +1,89 @@
+"""DETR's set loss: classification with a down-weighted no-object class, L1 and GIoU on matched
+boxes, the same on every auxiliary decoder output; class and cardinality errors for logging."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+from .matcher import HungarianMatcher
+
+
+def _permutation(indices):
+    batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    src = torch.cat([src for src, _ in indices])
+    return batch, src
+
+
+def average_box_count(targets: list[dict], device) -> torch.Tensor:
+    """Target boxes per process, averaged over all processes, at least 1 (a tensor: no host sync)."""
+    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        count = count / dist.get_world_size()
+    return count.clamp(min=1)[0]
+
+
+class SetCriterion(nn.Module):
+    """The loss terms of DETR, named as the reference (``loss_ce``, ``loss_bbox``, ``loss_giou``,
+    with ``_0``, ``_1``, ... for auxiliary outputs; ``class_error`` and ``cardinality_error``)."""
+
+    def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict, eos_coef: float = 0.1):
+        super().__init__()
+        self.num_classes, self.matcher, self.weight_dict, self.eos_coef = num_classes, matcher, weight_dict, eos_coef
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight)
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict:
+        """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h)."""
+        for i, t in enumerate(targets):
+            labels = t["labels"]
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(f"target {i}: label {int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())} "
+                                 f"outside [0, {self.num_classes - 1}] (num_classes={self.num_classes})")
+        device = outputs["pred_logits"].device
+        num_boxes = average_box_count(targets, device)
+        losses = self._losses(outputs, targets, num_boxes, log=True)
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            for name, value in self._losses(aux, targets, num_boxes, log=False).items():
+                losses[f"{name}_{i}"] = value
+        return losses
+
+    def _losses(self, outputs: dict, targets: list[dict], num_boxes: torch.Tensor, log: bool) -> dict:
+        indices = self.matcher(outputs, targets)
+        logits = outputs["pred_logits"].float()
+        device = logits.device
+        idx = _permutation(indices)
+        idx = (idx[0].to(device), idx[1].to(device))
+        matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(device)
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
+        target_classes[idx] = matched_labels
+        out = {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
+        with torch.no_grad():
+            if log:
+                if len(matched_labels):
+                    correct = (logits[idx].argmax(-1) == matched_labels).float().mean()
+                    out["class_error"] = 100.0 * (1.0 - correct)
+                else:
+                    out["class_error"] = logits.new_tensor(0.0)
+            lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=device, dtype=torch.float32)
+            predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+            out["cardinality_error"] = F.l1_loss(predicted, lengths)
+        src = outputs["pred_boxes"][idx].float()
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(device).float()
+        out["loss_bbox"] = F.l1_loss(src, tgt, reduction="sum") / num_boxes
+        giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
+        out["loss_giou"] = (1 - giou).sum() / num_boxes
+        return out
+
+
+def build_weight_dict(ce: float, bbox: float, giou: float, aux_layers: int) -> dict:
+    """Each loss term's weight, auxiliary copies included."""
+    weights = {"loss_ce": ce, "loss_bbox": bbox, "loss_giou": giou}
+    for i in range(aux_layers):
+        weights.update({f"{k}_{i}": v for k, v in list(weights.items())[:3]})
+    return weights

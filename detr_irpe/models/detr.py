@@ -1,0 +1,79 @@
+"""The DETR detector: backbone, input projection, transformer, class and box heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import Joiner
+from .transformer import Transformer
+
+
+class MLP(nn.Module):
+    """A plain multi-layer perceptron with ReLU between layers (``layers.{0,1,2}`` as the reference)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = F.relu(layer(x)) if i < len(self.layers) - 1 else layer(x)
+        return x
+
+
+def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad CHW images bottom and right to the batch's largest size; mask is True on padding."""
+    if not images:
+        raise ValueError("pad_images needs at least one image")
+    C = images[0].shape[0]
+    H = max(img.shape[1] for img in images)
+    W = max(img.shape[2] for img in images)
+    batch = images[0].new_zeros((len(images), C, H, W))
+    mask = torch.ones((len(images), H, W), dtype=torch.bool, device=images[0].device)
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != C:
+            raise ValueError(f"image {i} has shape {tuple(img.shape)}; expected ({C}, height, width)")
+        batch[i, :, : img.shape[1], : img.shape[2]].copy_(img)
+        mask[i, : img.shape[1], : img.shape[2]] = False
+    return batch, mask
+
+
+class DETR(nn.Module):
+    """DETR; ``forward`` returns ``pred_logits`` (B, Q, classes + 1), ``pred_boxes`` (B, Q, 4,
+    normalised cx, cy, w, h) and, with auxiliary loss, ``aux_outputs`` of the earlier decoder layers."""
+
+    def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int = 100,
+                 aux_loss: bool = True):
+        super().__init__()
+        hidden = transformer.d_model
+        self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss
+        self.transformer = transformer
+        self.class_embed = nn.Linear(hidden, num_classes + 1)
+        self.bbox_embed = MLP(hidden, hidden, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden)
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden, kernel_size=1)
+        self.backbone = backbone
+
+    def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
+        """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
+        mask (True on padding; None means no padding). ``need_weights`` adds the encoder
+        self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer)."""
+        if isinstance(images, (list, tuple)):
+            images, mask = pad_images(list(images))
+        elif mask is None:
+            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        feat, mask, pos = self.backbone(images, mask)
+        hs, _, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
+                                          need_weights=need_weights)
+        logits = self.class_embed(hs)
+        boxes = self.bbox_embed(hs).sigmoid()
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        if need_weights:
+            out["encoder_attention"] = weights
+            out["feature_shape"] = tuple(feat.shape[-2:])
+        return out

@@ -1,0 +1,25 @@
+"""From model outputs to detections in original image coordinates."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import box_convert
+
+
+class PostProcess(nn.Module):
+    """Scores, labels and absolute xyxy boxes: softmax, drop the no-object column, best class per
+    query; all queries kept (no NMS), as the reference."""
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, target_sizes: torch.Tensor) -> list[dict]:
+        """``target_sizes`` (B, 2) holds each image's original (height, width)."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        if len(logits) != len(target_sizes):
+            raise ValueError(f"{len(logits)} outputs but {len(target_sizes)} target sizes")
+        prob = logits.float().softmax(-1)
+        scores, labels = prob[..., :-1].max(-1)
+        h, w = target_sizes.to(boxes.device).float().unbind(1)
+        scale = torch.stack([w, h, w, h], dim=1)[:, None, :]
+        xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * scale
+        return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, xyxy)]
