@@ -11,7 +11,6 @@ import argparse
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -34,12 +33,12 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, str
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} was refused: it holds objects outside the allow-list "
-                              f"(nothing was executed): {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch.load raises many types for damaged files; all mean the same here
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL" in text):
+            raise CheckpointError(f"checkpoint {path} was refused: it holds objects outside the allow-list "
+                                  f"(nothing was executed): {_unsupported_global(text) or first}") from None
         raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint: {first}") from None
     if isinstance(ckpt, dict) and "model" not in ckpt and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         ckpt = {"model": ckpt}  # a bare state dict
@@ -48,6 +47,14 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, str
     if model is not None:
         load_state_dict(model, ckpt["model"], source=str(path), strict=strict)
     return ckpt
+
+
+def _unsupported_global(text: str) -> str:
+    """The line of torch's refusal that names the blocked class or function."""
+    for line in text.splitlines():
+        if "Unsupported global" in line or "unsupported GLOBAL" in line:
+            return line.strip()
+    return ""
 
 
 def load_state_dict(model: nn.Module, state: dict, source: str = "state dict", strict: bool = True) -> None:

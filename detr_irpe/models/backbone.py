@@ -71,7 +71,7 @@ def _load_weights(module: nn.Module, name: str, weights: str, allow_random_init:
         state = state["model"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
     if missing or unexpected:
         raise BackboneWeightsError(f"backbone weights {path} do not fit {name}: missing {missing[:5]}, "
                                    f"unexpected {unexpected[:5]}")
