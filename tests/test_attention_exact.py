@@ -160,3 +160,17 @@ def test_sdpa_kernel_refuses_a_value_term():
     x = torch.randn(1, L, E, dtype=torch.float64)
     with pytest.raises(ValueError, match="values"):
         attn(x, x, x, shape=(H, W))
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s is None or s.shared_head], ids=lambda s: str(s) if s else "no-irpe")
+def test_inference_paths_match_naive_reference(spec):
+    """Without autograd the kernels build their buffers in place; the result must not change."""
+    attn = _module(spec).eval()
+    x, pos, mask = _inputs(True)
+    with torch.no_grad():
+        ref = naive_attention(attn, x + pos, x, mask, W)
+        for kernel in _kernels(spec):
+            attn.kernel = kernel
+            for _ in range(2):  # the second call reuses the scratch buffers
+                out = attn(x + pos, x + pos, x, key_padding_mask=mask, shape=(H, W))[0]
+                assert (out - ref).abs().max() < TOL, kernel

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention_kernel import attention_fused, attention_plain
+from .attention_kernel import _workspace, attention_fused, attention_plain
 from .irpe import RelativePositionEncoding, RPESpec, cached_index
 
 #: Which kernel runs the attention: "auto" picks per call (see MultiheadAttention.forward),
@@ -123,21 +123,40 @@ def _auto_kernel(q: torch.Tensor, terms: dict, dropout_p: float) -> str:
 
 
 def _sdpa(q, k, v, terms, key_padding_mask, dropout_p):
-    """scaled_dot_product_attention with the iRPE logit terms and the padding folded into one bias."""
+    """scaled_dot_product_attention with the iRPE logit terms and the padding folded into one
+    additive mask."""
     B, H, L, _ = q.shape
     S = k.shape[2]
-    bias = terms.get("bias")
+    full = (B, H, L, S)
+    # without autograd on the CPU the mask is built in place in reused scratch buffers: a fresh
+    # tensor of this size costs more in page faults than the gather itself
+    lean = not torch.is_grad_enabled() and q.device.type == "cpu"
+    mask, owned = None, False
+
+    def add(term, is_buffer=False):
+        nonlocal mask, owned
+        if mask is None:
+            mask, owned = term, is_buffer
+        elif lean:
+            if not owned:
+                mask, owned = _workspace(full, q, 1).copy_(mask.expand(full)), True
+            mask.add_(term)
+        else:
+            mask = mask + term
+
+    index = terms.get("index")
     if "xk" in terms:
-        term = torch.gather(terms["xk"].expand(B, H, L, terms["xk"].shape[-1]), -1,
-                            terms["index"].expand(B, H, L, S))
-        bias = term if bias is None else bias + term
+        xk = terms["xk"]
+        add(torch.gather(xk.expand(B, H, L, xk.shape[-1]), -1, index.expand(full),
+                         out=_workspace(full, q, 1) if lean else None), is_buffer=lean)
     if "xq" in terms:
         xq = terms["xq"]
-        term = torch.gather(xq.expand(B, H, S, xq.shape[-1]), -1, terms["index"].expand(B, H, S, L))
-        bias = term.transpose(-1, -2) if bias is None else bias + term.transpose(-1, -2)
-    if key_padding_mask is not None:
-        pad = torch.zeros(B, 1, 1, S, dtype=q.dtype, device=q.device).masked_fill_(
-            key_padding_mask[:, None, None, :], float("-inf"))
-        bias = pad if bias is None else bias + pad
+        add(torch.gather(xq.expand(B, H, S, xq.shape[-1]), -1, index.expand(B, H, S, L),
+                         out=_workspace((B, H, S, L), q, 2) if lean else None).transpose(-1, -2))
+    if "bias" in terms:
+        add(terms["bias"])
+    if key_padding_mask is not None and (key_padding_mask.is_cuda or key_padding_mask.any()):
+        pad = torch.zeros(B, 1, 1, S, dtype=q.dtype, device=q.device)
+        add(pad.masked_fill_(key_padding_mask[:, None, None, :], float("-inf")))
     # q is already scaled
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=1.0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=1.0)
