@@ -119,9 +119,162 @@ class LossConfig:
 
 
 @dataclass
+class SyntheticConfig:
+    """The built-in synthetic COCO-format dataset (see detr_irpe.data.synthetic)."""
+
+    #: where generated datasets are cached (one subfolder per parameter set)
+    cache_dir: str = "~/.cache/detr_irpe/synthetic"
+    num_train: int = 2000
+    num_val: int = 200
+    #: shorter and longer image side in pixels (each image draws its size in this range)
+    image_size: list[int] = field(default_factory=lambda: [112, 128])
+    num_classes: int = 4
+    min_objects: int = 1
+    max_objects: int = 3
+    #: 0 = flat backgrounds, colour tells the class; 1 = cluttered backgrounds, shared colours,
+    #: smaller rotated objects
+    difficulty: float = 0.0
+    seed: int = 0
+
+    def validate(self, at: str):
+        for name in ("num_train", "num_val", "num_classes", "min_objects"):
+            _positive(getattr(self, name), f"{at}.{name}")
+        if self.max_objects < self.min_objects:
+            raise ConfigError(f"{at}.max_objects ({self.max_objects}) must be >= min_objects ({self.min_objects})")
+        if len(self.image_size) != 2 or not 32 <= self.image_size[0] <= self.image_size[1]:
+            raise ConfigError(f"{at}.image_size must be [shorter, longer] with 32 <= shorter <= longer, got {self.image_size}")
+        if not 0 <= self.difficulty <= 1:
+            raise ConfigError(f"{at}.difficulty must be in [0, 1], got {self.difficulty}")
+
+
+@dataclass
+class DataConfig:
+    #: coco (a COCO-format folder) or synthetic (the built-in dataset, generated on first use)
+    dataset: str = "synthetic"
+    #: COCO layout root: train2017/, val2017/, annotations/instances_{train,val}2017.json
+    root: str = "datasets/coco"
+    #: explicit folders / files, overriding the layout under ``root``
+    train_images: str | None = None
+    train_annotations: str | None = None
+    val_images: str | None = None
+    val_annotations: str | None = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    #: training resize: shorter side drawn from ``scales``, longer side at most ``max_size``
+    scales: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
+    max_size: int = 1333
+    #: the random-crop branch: resize to one of ``crop_resize``, crop ``crop_size`` [min, max]
+    crop_resize: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_size: list[int] = field(default_factory=lambda: [384, 600])
+    #: probability of the crop branch (the reference: 0.5); 0 disables it
+    crop_prob: float = 0.5
+    hflip_prob: float = 0.5
+    #: validation resize: shorter side, longer side at most ``max_size``
+    val_size: int = 800
+    #: batches of images with similar aspect ratios (less padding); the reference does not
+    aspect_ratio_grouping: bool = False
+    #: pad each batch to a multiple of this many pixels (0: to the largest image, as the
+    #: reference); fewer distinct shapes let CPU convolution kernels be reused
+    size_divisibility: int = 0
+    num_workers: int = 2
+    #: unreadable or missing images: fail (stop with the file named) or skip (count and go on)
+    invalid_images: str = "fail"
+
+    def validate(self, at: str):
+        _choice(self.dataset, ("coco", "synthetic"), f"{at}.dataset")
+        _choice(self.invalid_images, ("fail", "skip"), f"{at}.invalid_images")
+        for name in ("max_size", "val_size"):
+            _positive(getattr(self, name), f"{at}.{name}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ConfigError(f"{at}.scales must be a non-empty list of positive sizes, got {self.scales}")
+        if len(self.crop_size) != 2 or not 0 < self.crop_size[0] <= self.crop_size[1]:
+            raise ConfigError(f"{at}.crop_size must be [min, max] with 0 < min <= max, got {self.crop_size}")
+        if not self.crop_resize or min(self.crop_resize) <= 0:
+            raise ConfigError(f"{at}.crop_resize must be a non-empty list of positive sizes, got {self.crop_resize}")
+        for name in ("crop_prob", "hflip_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{at}.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"{at}.num_workers must be >= 0, got {self.num_workers}")
+        if self.size_divisibility < 0:
+            raise ConfigError(f"{at}.size_divisibility must be >= 0, got {self.size_divisibility}")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/run"
+    epochs: int = 150
+    #: epoch after which the learning rate is multiplied by 0.1
+    lr_drop: int = 100
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    #: images per process per step
+    batch_size: int = 2
+    #: gradient clipping by total norm (0 disables)
+    clip_max_norm: float = 0.1
+    #: steps whose gradients are accumulated before each optimizer update
+    grad_accum: int = 1
+    #: linear learning-rate warm-up over this many optimizer updates (the reference: 0)
+    warmup_iters: int = 0
+    #: automatic mixed precision on CUDA: none, bf16 or fp16 (with a gradient scaler)
+    amp: str = "none"
+    seed: int = 42
+    #: auto (CUDA when available), cpu, cuda, cuda:N
+    device: str = "auto"
+    #: evaluate every N epochs (and after the last)
+    eval_every: int = 1
+    #: stop an epoch after this many steps (null: the whole dataset); for quick runs
+    max_steps_per_epoch: int | None = None
+    #: console / TensorBoard logging interval in steps
+    log_every: int = 20
+    #: a non-finite loss: stop (after saving the last good state) or skip the step
+    on_nonfinite: str = "stop"
+    #: torch.compile the model (CUDA)
+    compile: bool = False
+    #: store tensors in channels-last memory format (faster convolutions on GPU)
+    channels_last: bool = False
+
+    def validate(self, at: str):
+        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
+            _positive(getattr(self, name), f"{at}.{name}")
+        for name in ("lr", "lr_backbone", "weight_decay", "clip_max_norm"):
+            value = getattr(self, name)
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"{at}.{name} must be a finite number >= 0, got {value}")
+        if self.lr == 0:
+            raise ConfigError(f"{at}.lr must be > 0, got 0")
+        if self.lr_drop < 0 or self.warmup_iters < 0:
+            raise ConfigError(f"{at}.lr_drop and {at}.warmup_iters must be >= 0")
+        _choice(self.amp, ("none", "bf16", "fp16"), f"{at}.amp")
+        _choice(self.on_nonfinite, ("stop", "skip"), f"{at}.on_nonfinite")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise ConfigError(f"{at}.max_steps_per_epoch must be > 0 or null, got {self.max_steps_per_epoch}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"{at}.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class EvalConfig:
+    #: images per process per evaluation batch; padding changes AP slightly, so every reported
+    #: number records it (the reference evaluates with its training batch size, 2)
+    batch_size: int = 2
+    #: faster_coco_eval (default) or pycocotools (the reference implementation)
+    backend: str = "faster_coco_eval"
+    #: also report AP per category
+    per_category: bool = False
+
+    def validate(self, at: str):
+        _positive(self.batch_size, f"{at}.batch_size")
+        _choice(self.backend, ("faster_coco_eval", "pycocotools"), f"{at}.backend")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 
@@ -367,6 +520,8 @@ _REFERENCE_MODEL_ARGS = {
 }
 _REFERENCE_LOSS_ARGS = ("set_cost_class", "set_cost_bbox", "set_cost_giou", "bbox_loss_coef",
                         "giou_loss_coef", "eos_coef")
+_REFERENCE_TRAIN_ARGS = ("lr", "lr_backbone", "weight_decay", "epochs", "lr_drop", "clip_max_norm", "batch_size",
+                         "seed")
 _REFERENCE_POSITION = {"sine": "sine", "v2": "sine", "learned": "learned", "v3": "learned"}
 
 
@@ -399,4 +554,8 @@ def config_from_reference_args(args, base: Config | None = None) -> Config:
     for name in _REFERENCE_LOSS_ARGS:
         if name in a and a[name] is not None:
             loss[name] = a[name]
+    train = data.setdefault("train", {})
+    for name in _REFERENCE_TRAIN_ARGS:
+        if name in a and a[name] is not None:
+            train[name] = a[name]
     return config_from_dict(data, "reference args")

@@ -1,7 +1,6 @@
 """Checkpoint loading is safe and explicit; backbone weights are optional and clearly reported."""
 
 import logging
-import pickle
 
 import pytest
 import torch

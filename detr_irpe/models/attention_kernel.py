@@ -108,7 +108,7 @@ class _FusedAttention(torch.autograd.Function):
         B, H, L, D = q.shape
         S = k.shape[2]
         BH = B * H
-        q3, k3, v3 = q.reshape(BH, L, D), k.reshape(BH, S, D), v.reshape(BH, S, D)
+        q3, k3 = q.reshape(BH, L, D), k.reshape(BH, S, D)
         # the softmax output is saved for backward: it needs a buffer of its own; without
         # autograd the scratch buffer serves
         logits = q.new_empty((B, H, L, S)) if needs_grad else _workspace((B, H, L, S), q, 1)

@@ -24,13 +24,16 @@ class MLP(nn.Module):
         return x
 
 
-def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad CHW images bottom and right to the batch's largest size; mask is True on padding."""
+def pad_images(images: list[torch.Tensor], size_divisibility: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad CHW images bottom and right to the batch's largest size (rounded up to a multiple of
+    ``size_divisibility`` when > 0); mask is True on padding."""
     if not images:
         raise ValueError("pad_images needs at least one image")
     C = images[0].shape[0]
     H = max(img.shape[1] for img in images)
     W = max(img.shape[2] for img in images)
+    if size_divisibility > 0:
+        H, W = (-(-H // size_divisibility) * size_divisibility, -(-W // size_divisibility) * size_divisibility)
     batch = images[0].new_zeros((len(images), C, H, W))
     mask = torch.ones((len(images), H, W), dtype=torch.bool, device=images[0].device)
     for i, img in enumerate(images):

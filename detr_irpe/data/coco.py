@@ -1,0 +1,431 @@
+"""COCO-format detection dataset on pycocotools.
+
+The annotation JSON is read and validated here before pycocotools indexes it, so that a broken
+file stops with one line naming the file and the entry instead of a KeyError deep in a worker.
+Boxes are cleaned once at construction (crowd regions and degenerate boxes dropped and counted);
+images without objects are kept, as in the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+INVALID_IMAGE_MODES = ("fail", "skip")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the one-line message names the file and the entry."""
+
+
+def coco_paths(data_cfg, split: str) -> tuple[Path, Path]:
+    """``(image folder, annotation file)`` of ``split`` ("train" or "val") for a DataConfig: the
+    explicit ``{split}_images`` / ``{split}_annotations`` fields, else the COCO layout under ``root``."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    root = Path(data_cfg.root).expanduser()
+    images = getattr(data_cfg, f"{split}_images") or root / f"{split}2017"
+    annotations = getattr(data_cfg, f"{split}_annotations") or root / "annotations" / f"instances_{split}2017.json"
+    return Path(images).expanduser(), Path(annotations).expanduser()
+
+
+# ---------------------------------------------------------------------------------------------
+# the annotation file
+
+
+def read_coco_json(ann_file: str | os.PathLike) -> dict:
+    """The parsed annotation file; DatasetError when it is missing, unreadable, not JSON, or not a
+    mapping with list-valued ``images``, ``annotations`` and ``categories``."""
+    path = Path(ann_file)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"annotation file {path} {what}")
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"annotation file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"annotation file {path} is not valid JSON: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise DatasetError(f"annotation file {path} cannot be read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise DatasetError(f"annotation file {path} is not usable JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"annotation file {path} is not COCO format: expected a JSON object at the top level, "
+                           f"got {_json_type(data)}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DatasetError(f"annotation file {path} is not COCO format: missing key(s) {', '.join(missing)} "
+                           f"(expected {', '.join(REQUIRED_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if not isinstance(data[key], list):
+            raise DatasetError(f"annotation file {path} is not COCO format: '{key}' must be a list, "
+                               f"got {_json_type(data[key])}")
+    return data
+
+
+def unsafe_file_name(name) -> str | None:
+    """Why an image ``file_name`` may not be joined to the image folder (None when it is safe):
+    absolute paths and ``..`` would read files outside the dataset."""
+    if not isinstance(name, str) or not name:
+        return "is not a non-empty string"
+    if "\x00" in name:
+        return "contains a NUL character"
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.anchor or name.startswith(("/", "\\")):
+        return "is an absolute path"
+    if ".." in posix.parts or ".." in windows.parts:
+        return "contains '..'"
+    return None
+
+
+def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[tuple[str, str]]:
+    """Structural problems of parsed COCO data as ``(kind, message)``, in file order. Any one makes
+    the file unusable. ``num_classes`` bounds the category ids (None: the largest listed id + 1).
+    Entries that are themselves malformed are reported once and left out of later checks."""
+    image_ids: set = set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            yield "malformed_image", f"images[{i}] must be an object, got {_json_type(img)}"
+            continue
+        img_id = img.get("id")
+        if not _is_int(img_id):
+            yield "malformed_image", f"images[{i}] has id {_show(img_id)}; expected an integer"
+            continue
+        if img_id in image_ids:
+            yield "duplicate_image_id", f"image id {img_id} appears more than once in 'images'"
+            continue
+        image_ids.add(img_id)
+        why = unsafe_file_name(img.get("file_name"))
+        if why is not None and not isinstance(img.get("file_name"), str):
+            yield "malformed_image", f"image {img_id} has file_name {_show(img.get('file_name'))}; expected a string"
+        elif why is not None:
+            yield "unsafe_file_name", (f"image {img_id} file_name {_show(img['file_name'])} {why}; "
+                                       f"expected a path inside the image folder")
+        for key in ("width", "height"):
+            if not _is_size(img.get(key)):
+                yield "malformed_image", f"image {img_id} has {key} {_show(img.get(key))}; expected a positive integer"
+
+    category_ids: dict = {}
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict):
+            yield "malformed_category", f"categories[{i}] must be an object, got {_json_type(cat)}"
+            continue
+        cat_id = cat.get("id")
+        if not _is_int(cat_id):
+            yield "malformed_category", f"categories[{i}] has id {_show(cat_id)}; expected an integer"
+            continue
+        if cat_id in category_ids:
+            yield "duplicate_category_id", f"category id {cat_id} appears more than once in 'categories'"
+            continue
+        category_ids[cat_id] = cat.get("name", str(cat_id))
+        if cat_id < 0:
+            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) has a negative id; "
+                                            f"expected ids >= 0")
+        elif num_classes is not None and cat_id >= num_classes:
+            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) is >= num_classes "
+                                            f"{num_classes}; expected ids < num_classes (set model.num_classes to at "
+                                            f"least {cat_id + 1})")
+    if num_classes is not None:
+        limit, bound = num_classes, f"num_classes ({num_classes})"
+    else:
+        limit = max((c for c in category_ids if c >= 0), default=-1) + 1
+        bound = f"num_classes ({limit}, the largest listed id + 1)"
+
+    annotation_ids: set = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            yield "malformed_annotation", f"annotations[{i}] must be an object, got {_json_type(ann)}"
+            continue
+        ann_id = ann.get("id")
+        if not _is_int(ann_id):
+            yield "malformed_annotation", f"annotations[{i}] has id {_show(ann_id)}; expected an integer"
+            continue
+        if ann_id in annotation_ids:
+            yield "duplicate_annotation_id", f"annotation id {ann_id} appears more than once in 'annotations'"
+            continue
+        annotation_ids.add(ann_id)
+        img_id = ann.get("image_id")
+        if not _is_int(img_id):
+            yield "malformed_annotation", f"annotation {ann_id} has image_id {_show(img_id)}; expected an integer"
+            continue
+        where = f"annotation {ann_id} (image {img_id})"
+        if img_id not in image_ids:
+            yield "unknown_image_id", f"{where} refers to an image id that is not listed in 'images'"
+        cat_id = ann.get("category_id")
+        if not _is_int(cat_id):
+            yield "malformed_annotation", f"{where} has category_id {_show(cat_id)}; expected an integer"
+        elif not 0 <= cat_id < limit:
+            yield "category_out_of_range", f"{where} has category_id {cat_id}; expected 0 <= category_id < {bound}"
+        elif cat_id not in category_ids:
+            yield "unknown_category_id", (f"{where} has category_id {cat_id}, which is not listed in 'categories'; "
+                                          f"expected one of the {len(category_ids)} listed ids")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            yield "malformed_annotation", f"{where} has bbox {_show(bbox)}; expected [x, y, width, height] numbers"
+        if ann.get("iscrowd", 0) not in (0, 1):
+            yield "malformed_annotation", f"{where} has iscrowd {_show(ann.get('iscrowd'))}; expected 0 or 1"
+        if "area" in ann and not _is_number(ann["area"]):
+            yield "malformed_annotation", f"{where} has area {_show(ann['area'])}; expected a number"
+
+
+def clean_boxes(xywh: np.ndarray, width, height) -> tuple[np.ndarray, np.ndarray]:
+    """COCO ``[x, y, w, h]`` boxes as XYXY clipped to the image, and the reason each box is dropped:
+    "" (kept), "nonfinite" (NaN or infinite), "empty" (width or height <= 0 as annotated) or
+    "outside" (nothing left inside the image after clipping). ``width``/``height`` may be per box."""
+    xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
+    finite = np.isfinite(xywh).all(axis=1)
+    positive = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+    with np.errstate(invalid="ignore"):  # inf - inf in non-finite boxes, which are dropped anyway
+        x1 = np.clip(xywh[:, 0], 0, width)
+        y1 = np.clip(xywh[:, 1], 0, height)
+        x2 = np.clip(xywh[:, 0] + xywh[:, 2], 0, width)
+        y2 = np.clip(xywh[:, 1] + xywh[:, 3], 0, height)
+        inside = (x2 > x1) & (y2 > y1)
+    reason = np.full(len(xywh), "", dtype=object)
+    reason[~inside] = "outside"
+    reason[~positive] = "empty"
+    reason[~finite] = "nonfinite"
+    return np.stack([x1, y1, x2, y2], axis=1), reason
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+def load_image(path: str | os.PathLike) -> tv_tensors.Image:
+    """An image file as a uint8 RGB ``tv_tensors.Image`` (CHW); raises OSError (missing file) or
+    ValueError (not an image, truncated) with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image file not found")
+    try:
+        with warnings.catch_warnings():
+            # torchvision >= 0.29 warns on every decode that torchcodec will take over image I/O
+            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities",
+                                    category=DeprecationWarning)
+            # no EXIF rotation: COCO boxes are annotated on the stored pixels (the reference reads with PIL,
+            # which does not rotate either)
+            return tv_tensors.Image(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
+    except RuntimeError:
+        pass  # formats torchvision cannot decode (BMP, TIFF, ...); PIL decides below, and names the error
+    try:
+        with Image.open(path) as pil:
+            pil.load()  # decodes fully, so a truncated file fails here and not inside a transform
+            rgb = np.asarray(pil.convert("RGB"))
+    except Exception as exc:  # damaged files raise many types in PIL's plugins (OSError, SyntaxError, ...)
+        raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+    return tv_tensors.Image(torch.from_numpy(rgb.copy()).permute(2, 0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """A COCO-format detection dataset: items are ``(image, target)``, passed through ``transforms``.
+
+    Without transforms, ``image`` is a uint8 ``tv_tensors.Image`` (CHW) and ``target`` holds
+    ``boxes`` (``tv_tensors.BoundingBoxes``, XYXY pixels), ``labels`` (the category ids), ``image_id``,
+    ``orig_size`` and ``size`` ([h, w]), ``area`` and ``iscrowd``. Crowd regions are left out of the
+    targets in both modes, as the reference does, so ``train`` changes nothing in what is read; it
+    is kept so callers can tell the splits apart. Images in the index are ordered by image id.
+
+    ``invalid_images``: "fail" raises DatasetError naming an unreadable image file when its item is
+    read; "skip" returns the next readable image instead and counts the file in ``skipped_images``.
+    """
+
+    def __init__(self, img_folder, ann_file, transforms=None, train: bool = True, invalid_images: str = "fail",
+                 num_classes: int | None = None):
+        if invalid_images not in INVALID_IMAGE_MODES:
+            raise ValueError(f"invalid_images must be one of {', '.join(INVALID_IMAGE_MODES)}, got {invalid_images!r}")
+        if num_classes is not None and (not _is_int(num_classes) or num_classes <= 0):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        self.img_folder = Path(img_folder).expanduser()
+        self.ann_file = Path(ann_file).expanduser()
+        self.transforms = transforms
+        self.train = train
+        self.invalid_images = invalid_images
+
+        data = read_coco_json(self.ann_file)
+        for _kind, message in coco_json_problems(data, num_classes):
+            raise DatasetError(f"annotation file {self.ann_file}: {message}")
+        category_ids = [c["id"] for c in data["categories"]]
+        if num_classes is None and not category_ids:
+            raise DatasetError(f"annotation file {self.ann_file}: 'categories' is empty, so the number of classes "
+                               f"cannot be inferred; expected at least one category (or set model.num_classes)")
+        if not self.img_folder.is_dir():
+            raise DatasetError(f"image folder {self.img_folder} (for {self.ann_file}) does not exist")
+        self._num_classes = num_classes if num_classes is not None else max(category_ids) + 1
+
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            self.coco.createIndex()
+        self.ids = sorted(self.coco.imgs)
+        self._build_targets()
+        # shared with DataLoader workers, so that files skipped there are counted (once each) here
+        self._skipped = torch.zeros(len(self.ids), dtype=torch.bool).share_memory_()
+        drops = ", ".join(f"{n} {why}" for why, n in sorted(self.drop_reasons.items())) or "none"
+        logger.info("%s: %d images (%d without objects), %d boxes kept, %d crowd regions left out, "
+                    "%d invalid boxes dropped (%s), %d clipped to the image", self.ann_file, len(self.ids),
+                    self.images_without_objects, len(self._labels), self.crowd_boxes, self.dropped_boxes, drops,
+                    self.clipped_boxes)
+
+    def _build_targets(self) -> None:
+        """Every image's boxes, cleaned once, in flat arrays indexed by ``_offsets`` (flat numpy arrays
+        rather than per-image Python objects keep worker processes from copying pages they read)."""
+        index = {img_id: i for i, img_id in enumerate(self.ids)}
+        anns = list(self.coco.dataset["annotations"])
+        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        self.crowd_boxes = int(crowd.sum())
+        anns = [a for a, c in zip(anns, crowd) if not c]
+        owner = np.array([index[a["image_id"]] for a in anns], dtype=np.int64)
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        sizes = np.array([[self.coco.imgs[a["image_id"]]["width"], self.coco.imgs[a["image_id"]]["height"]]
+                          for a in anns], dtype=np.float64).reshape(-1, 2)
+        boxes, reason = clean_boxes(xywh, sizes[:, 0], sizes[:, 1])
+        keep = reason == ""
+        self.drop_reasons = dict(Counter(r for r in reason if r))
+        self.dropped_boxes = int((~keep).sum())
+        with np.errstate(invalid="ignore"):
+            clipped = (np.abs(boxes[:, 2:] - boxes[:, :2] - xywh[:, 2:]) > 1e-6).any(axis=1)
+        self.clipped_boxes = int((clipped & keep).sum())
+        area = np.array([a.get("area", np.nan) for a in anns], dtype=np.float64)
+        box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        area = np.where(np.isfinite(area), area, box_area)  # the reference uses the annotated (mask) area
+        labels = np.array([a["category_id"] for a in anns], dtype=np.int64)
+
+        # a stable sort keeps each image's boxes in file order, as pycocotools lists them
+        order = np.argsort(owner[keep], kind="stable")
+        self._boxes = boxes[keep][order].astype(np.float32)
+        self._labels = labels[keep][order]
+        self._area = area[keep][order].astype(np.float32)
+        counts = np.bincount(owner[keep], minlength=len(self.ids))
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.images_without_objects = int((counts == 0).sum())
+
+    @property
+    def num_classes(self) -> int:
+        """The number of class indices: the configured value, else the largest category id + 1."""
+        return self._num_classes
+
+    @property
+    def skipped_images(self) -> int:
+        """How many image files were skipped as unreadable (each counted once, across workers)."""
+        return int(self._skipped.sum())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def aspect_ratios(self) -> list[float]:
+        """Width / height of every image, in item order, from the annotation file (nothing decoded)."""
+        return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
+
+    def image_path(self, index: int) -> Path:
+        """The file of item ``index``."""
+        return self.img_folder / self.coco.imgs[self.ids[index]]["file_name"]
+
+    def __getitem__(self, index: int):
+        if not -len(self.ids) <= index < len(self.ids):
+            raise IndexError(f"index {index} out of range for {len(self.ids)} images")  # ends plain iteration
+        image, index = self._read(index % len(self.ids))
+        target = self._target(index, image.shape[-2], image.shape[-1])
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def _read(self, index: int) -> tuple[tv_tensors.Image, int]:
+        """The image of ``index``, or in skip mode of the next readable item (wrapping around)."""
+        for step in range(len(self.ids)):
+            i = (index + step) % len(self.ids)
+            if self._skipped[i]:
+                continue  # known to be unreadable (only ever set in skip mode)
+            path = self.image_path(i)
+            try:
+                return load_image(path), i
+            except (OSError, ValueError) as exc:
+                reason = _one_line(exc).replace(f"{path}: ", "")
+                if self.invalid_images == "fail":
+                    raise DatasetError(f"image file {path} (image id {self.ids[i]} in {self.ann_file}): {reason}; "
+                                       f"set data.invalid_images=skip to skip such files") from None
+                if not self._skipped[i]:
+                    self._skipped[i] = True
+                    logger.warning("skipping image file %s (image id %d): %s", path, self.ids[i], reason)
+        raise DatasetError(f"image folder {self.img_folder}: none of the {len(self.ids)} images of "
+                           f"{self.ann_file} can be read")
+
+    def _target(self, index: int, height: int, width: int) -> dict:
+        lo, hi = self._offsets[index], self._offsets[index + 1]
+        boxes = torch.from_numpy(self._boxes[lo:hi].copy())
+        labels = torch.from_numpy(self._labels[lo:hi].copy())
+        area = torch.from_numpy(self._area[lo:hi].copy())
+        info = self.coco.imgs[self.ids[index]]
+        if (info["height"], info["width"]) != (height, width):
+            # the file disagrees with the annotation file: clip to the pixels we actually have
+            boxes[:, 0::2].clamp_(0, width)
+            boxes[:, 1::2].clamp_(0, height)
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, labels, area = boxes[keep], labels[keep], area[keep]
+        size = torch.tensor([height, width], dtype=torch.int64)
+        return {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "labels": labels,
+            "image_id": torch.tensor(self.ids[index], dtype=torch.int64),
+            "orig_size": size,
+            "size": size.clone(),
+            "area": area,
+            "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_size(value) -> bool:
+    return _is_number(value) and math.isfinite(value) and value > 0 and float(value).is_integer()
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value, limit: int = 60) -> str:
+    text = _one_line(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(value) -> str:
+    text = " ".join(str(value).split())
+    return text or type(value).__name__

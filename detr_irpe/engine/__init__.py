@@ -1,0 +1,1 @@
+"""Training and evaluation engine: distributed set-up, optimisation, the trainer and its hooks."""

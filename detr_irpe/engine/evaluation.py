@@ -1,0 +1,61 @@
+"""Run a model over a validation loader and compute COCO box AP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import torch
+from tqdm import tqdm
+
+from .distributed import is_dist, rank
+from .evaluator import CocoEvaluator
+
+log = logging.getLogger(__name__)
+
+
+def autocast_context(device: torch.device, amp: str):
+    """Mixed precision on CUDA (bf16 or fp16); nothing elsewhere."""
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_device(images, mask, targets, device):
+    """Move a collated batch to ``device``."""
+    nb = device.type == "cuda"
+    images = images.to(device, non_blocking=nb)
+    mask = mask.to(device, non_blocking=nb)
+    targets = [{k: v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, mask, targets
+
+
+@torch.no_grad()
+def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", backend: str = "faster_coco_eval",
+             per_category: bool = False, progress: bool = True, channels_last: bool = False) -> dict:
+    """COCO box metrics of ``model`` on ``loader`` (whose dataset's ground truth is ``coco_gt``);
+    the same dict on every process. Adds ``eval_images``, ``eval_seconds``."""
+    was_training = model.training
+    model.eval()
+    evaluator = CocoEvaluator(coco_gt, backend=backend, per_category=per_category)
+    start = time.perf_counter()
+    images_seen = 0
+    bar = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True,
+               disable=not progress or (is_dist() and rank() != 0))
+    for images, mask, targets in bar:
+        images, mask, targets = to_device(images, mask, targets, device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            outputs = model(images, mask)
+        sizes = torch.stack([t["orig_size"] for t in targets])
+        dets = postprocess(outputs, sizes)
+        evaluator.update([int(t["image_id"]) for t in targets], dets)
+        images_seen += len(targets)
+    evaluator.synchronize()
+    metrics = evaluator.summarize()
+    metrics["eval_seconds"] = time.perf_counter() - start
+    metrics["eval_images"] = images_seen
+    model.train(was_training)
+    return metrics

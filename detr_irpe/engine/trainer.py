@@ -1,0 +1,357 @@
+"""The training loop. Evaluation, checkpoints and log writers are hooks (engine/hooks.py) that
+the loop calls at fixed points, so that each concern lives in one small class."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint
+from ..config import Config, config_to_dict, save_config
+from ..models import build_model
+from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
+from .evaluation import autocast_context, to_device
+from .optim import LRSchedule, build_optimizer
+from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss that is NaN or infinite; the message names the step and the loss terms."""
+
+
+class TrainingInterrupted(Exception):
+    """The run was asked to stop (SIGTERM / SIGINT / preemption) and saved its state."""
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0           # the epoch in progress (or the next one, at a boundary)
+    step_in_epoch: int = 0   # batches of ``epoch`` already consumed
+    update: int = 0          # optimizer updates so far
+    best_ap: float = -1.0
+    skipped_steps: int = 0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Builds everything a run needs from a Config and trains it.
+
+    ``resume``: a checkpoint path or ``"auto"`` (the newest valid checkpoint in the output folder)
+    to continue a run exactly; ``init_from``: weights to start from (fine-tuning), where a class
+    head of another size is re-initialised.
+    """
+
+    def __init__(self, cfg: Config, resume: str | None = None, init_from: str | None = None,
+                 dist_info: DistInfo | None = None, hooks=None):
+        from ..data.build import build_dataset, build_loader
+        from .hooks import default_hooks
+
+        self.cfg = cfg
+        tc = cfg.train
+        self.dist = dist_info or init_distributed(tc.device)
+        self.device = self.dist.device
+        if tc.amp != "none" and self.device.type != "cuda":
+            raise ValueError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
+        self.out = Path(tc.output_dir).expanduser()
+        self.progress = Progress()
+        self._prepare_output(resume)
+        seed_everything(tc.seed + self.dist.rank)
+
+        self.train_set = build_dataset(cfg, "train")
+        self.val_set = build_dataset(cfg, "val", num_classes=self.train_set.num_classes)
+        num_classes = cfg.model.num_classes or self.train_set.num_classes
+        if cfg.model.num_classes is None:
+            cfg.model.num_classes = num_classes
+        self.train_loader = build_loader(self.train_set, cfg, train=True, world_size=self.dist.world_size,
+                                         rank=self.dist.rank)
+        self.val_loader = build_loader(self.val_set, cfg, train=False, world_size=self.dist.world_size,
+                                       rank=self.dist.rank)
+
+        model, self.criterion, post = build_model(cfg)
+        self.postprocess = post["bbox"]
+        self.model = model.to(self.device)
+        if tc.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion.to(self.device)
+        if init_from:
+            self._init_from(init_from)
+        self.optimizer = build_optimizer(self.model, tc)
+        self.schedule = LRSchedule(tc.lr_drop, tc.warmup_iters)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
+        self.batches_per_epoch = len(self.train_loader)
+        if tc.max_steps_per_epoch:
+            self.batches_per_epoch = min(self.batches_per_epoch, tc.max_steps_per_epoch)
+        if resume:
+            self._resume(resume)
+        self.train_model = self.model
+        if self.dist.distributed:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if tc.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.hooks = hooks if hooks is not None else default_hooks(self)
+        self.stop_requested = None
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def _prepare_output(self, resume):
+        if self.is_main:
+            if (self.out / "checkpoint.pth").exists() and not resume:
+                raise FileExistsError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
+                                      f"with --resume auto or choose another train.output_dir")
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                probe = self.out / ".write_test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as exc:
+                raise PermissionError(f"output folder {self.out} cannot be written: {exc.strerror or exc}") from None
+            save_config(self.cfg, self.out / "config.yaml")
+        barrier()
+
+    def _init_from(self, path: str) -> None:
+        state = load_checkpoint(path)["model"]
+        own = self.model.state_dict()
+        head = [k for k in ("class_embed.weight", "class_embed.bias") if k in state and k in own]
+        if head and state[head[0]].shape != own[head[0]].shape:
+            log.warning("init-from %s: class head has %d outputs there and %d here; re-initialising the class head",
+                        path, state[head[0]].shape[0], own[head[0]].shape[0])
+            for k in head:
+                state.pop(k)
+            state.update({k: own[k] for k in head})
+        load_state_dict(self.model, state, source=f"init-from checkpoint {path}")
+        log.info("initialised weights from %s", path)
+
+    def _resume(self, resume: str) -> None:
+        path = latest_checkpoint(self.out) if resume == "auto" else Path(resume)
+        if path is None:
+            log.info("resume auto: no checkpoint in %s, starting from scratch", self.out)
+            return
+        ckpt = load_checkpoint(path, self.model)
+        for key in ("optimizer", "epoch"):
+            if key not in ckpt:
+                raise CheckpointError(f"checkpoint {path} has no '{key}': it holds weights only; use --init-from")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        p = self.progress
+        p.epoch, p.step_in_epoch = int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0))
+        p.update = int(ckpt.get("scheduler", {}).get("update", 0))
+        p.best_ap = float(ckpt.get("best_ap", -1.0))
+        p.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        rngs = ckpt.get("rng") or []
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:
+            log.warning("resume: checkpoint saved by %d processes, this run has %d; random states not restored",
+                        len(rngs), self.dist.world_size)
+        log.info("resumed from %s at epoch %d, step %d", path, p.epoch, p.step_in_epoch)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint holds (collective: every process must call it)."""
+        p = self.progress
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"update": p.update, "lr_drop": self.cfg.train.lr_drop,
+                              "warmup_iters": self.cfg.train.warmup_iters},
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "best_ap": p.best_ap,
+                "skipped_steps": p.skipped_steps, "rng": gather_rng_states(),
+                "config": config_to_dict(self.cfg), "world_size": self.dist.world_size}
+
+    def save(self, name: str, state: dict | None = None) -> Path | None:
+        """Write a checkpoint into the output folder atomically (main process)."""
+        state = state if state is not None else self.state_dict()
+        path = self.out / name
+        if self.is_main:
+            save_checkpoint(state, path)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict:
+        """Train to ``train.epochs``; returns the last epoch's record."""
+        tc = self.cfg.train
+        record: dict = {}
+        self._install_signal_handlers()
+        try:
+            for hook in self.hooks:
+                hook.before_train(self)
+            while self.progress.epoch < tc.epochs:
+                record = self.train_one_epoch()
+                for hook in self.hooks:
+                    hook.after_epoch(self, record)
+            for hook in self.hooks:
+                hook.after_train(self)
+        finally:
+            self._restore_signal_handlers()
+        return record
+
+    def train_one_epoch(self) -> dict:
+        tc, p = self.cfg.train, self.progress
+        epoch = p.epoch
+        self.train_model.train()
+        self.train_loader.batch_sampler.set_epoch(epoch, skip=p.step_in_epoch)
+        total = self.batches_per_epoch
+        bar = tqdm(total=total, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   disable=not self.is_main or not sys.stderr.isatty(), dynamic_ncols=True, mininterval=1.0)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        start = time.perf_counter()
+        images_seen = 0
+        accum = tc.grad_accum
+        for images, mask, targets in self.train_loader:
+            if p.step_in_epoch >= total:
+                break
+            if self.stop_requested:
+                raise self._interrupt()
+            images, mask, targets = to_device(images, mask, targets, self.device)
+            if tc.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            last_micro = (p.step_in_epoch + 1) % accum == 0 or p.step_in_epoch + 1 == total
+            losses, loss = self._forward_backward(images, mask, targets, sync=last_micro)
+            if loss is None:  # a skipped non-finite step
+                p.step_in_epoch += 1
+                bar.update(1)
+                continue
+            if last_micro:
+                self._update()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            sums["loss"] = sums.get("loss", 0) + loss.detach().float()
+            count += 1
+            images_seen += len(targets)
+            p.step_in_epoch += 1
+            bar.update(1)
+            if p.step_in_epoch % tc.log_every == 0 or p.step_in_epoch == total:
+                scalars = {k: float(v) / count for k, v in ((k, sums[k]) for k in ("loss", "loss_ce", "loss_bbox", "loss_giou"))
+                           if k in sums}
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
+                for hook in self.hooks:
+                    hook.after_step(self, {**scalars, "lr": lr})
+        bar.close()
+        elapsed = time.perf_counter() - start
+        means = mean_over_processes({k: v / max(1, count) for k, v in sums.items()})
+        record = {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in sorted(means.items())},
+                  "lr": self.optimizer.param_groups[0]["lr"], "lr_backbone": self._lr_of("backbone"),
+                  "train_seconds": elapsed, "train_images": images_seen * self.dist.world_size,
+                  "train_images_per_s": images_seen * self.dist.world_size / max(elapsed, 1e-9),
+                  "updates": p.update, "world_size": self.dist.world_size,
+                  "batch_size": tc.batch_size * self.dist.world_size * tc.grad_accum}
+        if p.skipped_steps:
+            record["skipped_steps"] = p.skipped_steps
+        p.epoch += 1
+        p.step_in_epoch = 0
+        return record
+
+    def _lr_of(self, name: str):
+        for g in self.optimizer.param_groups:
+            if g.get("name") == name:
+                return g["lr"]
+        return None
+
+    def _forward_backward(self, images, mask, targets, sync: bool):
+        tc = self.cfg.train
+        ctx = self.train_model.no_sync() if (self.dist.distributed and not sync and hasattr(self.train_model, "no_sync")) \
+            else _null()
+        with ctx:
+            with autocast_context(self.device, tc.amp):
+                outputs = self.train_model(images, mask)
+            # matching and loss in float32
+            losses = self.criterion(_float_outputs(outputs), targets)
+            weights = self.criterion.weight_dict
+            loss = sum(losses[k] * weights[k] for k in losses if k in weights)
+            # the matcher already waited for the device this step, so this check costs no extra sync
+            if not torch.isfinite(loss):
+                return self._nonfinite(losses, loss)
+            self.scaler.scale(loss / tc.grad_accum).backward()
+        return losses, loss
+
+    def _update(self) -> None:
+        tc, p = self.cfg.train, self.progress
+        if tc.clip_max_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_max_norm)
+        self.schedule.apply(self.optimizer, p.epoch, p.update)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        p.update += 1
+
+    def _nonfinite(self, losses: dict, loss):
+        tc, p = self.cfg.train, self.progress
+        bad = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(losses.items()) if k.startswith("loss") and not math.isfinite(float(v)))
+        where = f"epoch {p.epoch + 1}, step {p.step_in_epoch + 1} (update {p.update})"
+        self.optimizer.zero_grad(set_to_none=True)
+        if tc.on_nonfinite == "skip":
+            p.skipped_steps += 1
+            log.warning("non-finite loss at %s (%s): step skipped (%d so far)", where, bad or f"loss={float(loss)}",
+                        p.skipped_steps)
+            return losses, None
+        path = self.save("checkpoint_nonfinite.pth")
+        raise NonFiniteLossError(f"non-finite loss at {where}: {bad or f'loss={float(loss)}'}; the last good state is "
+                                 f"in {path} (train.on_nonfinite=skip skips such steps)")
+
+    # ------------------------------------------------------------------ interruption
+
+    def _install_signal_handlers(self) -> None:
+        self._old_handlers = {}
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
+            if sig is None:
+                continue
+            self._old_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_requested:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.stop_requested = signal.Signals(signum).name
+        log.warning("%s received: saving the current state at the next step boundary", self.stop_requested)
+
+    def _interrupt(self) -> TrainingInterrupted:
+        path = self.save("checkpoint_interrupted.pth")
+        msg = (f"stopped by {self.stop_requested} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch}; "
+               f"state saved to {path}; continue with --resume auto")
+        log.warning(msg)
+        return TrainingInterrupted(msg)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _float_outputs(outputs: dict) -> dict:
+    out = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items() if k != "aux_outputs"}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [{k: v.float() for k, v in a.items()} for a in outputs["aux_outputs"]]
+    return out
