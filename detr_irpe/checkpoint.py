@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .utils.io import atomic_write
 
 #: the classes a checkpoint may contain beyond what weights_only loading allows by default
 SAFE_GLOBALS = [argparse.Namespace]
@@ -77,37 +78,9 @@ def load_state_dict(model: nn.Module, state: dict, source: str = "state dict", s
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write atomically: a temporary file in the same folder, flushed and fsynced, then renamed
-    over ``path``, so that an interruption leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write atomically (see utils.io.atomic_write): an interruption, or a full disk, leaves the
+    previous file intact."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def config_of_checkpoint(ckpt: dict, base=None):

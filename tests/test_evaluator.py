@@ -265,14 +265,14 @@ def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
     before = path.read_text()
     assert json.loads(before) == {"metrics": {"AP": 0.5}, "eval_batch_size": 2, "backend": "pycocotools",
                                   "checkpoint": "a.pth"}
-    real_dump = json.dump
+    import detr_irpe.utils.io as io_mod
+    real_fsync = io_mod.os.fsync
 
-    def dump_then_fail(obj, f, **kw):
-        f.write('{"metrics": {"AP": 0.')  # half of the new content reaches the temporary file
-        f.flush()
+    def fsync_then_fail(fd):
+        # the new content has reached the temporary file; the disk fills before it is durable
         raise OSError("disk full")
 
-    monkeypatch.setattr(json, "dump", dump_then_fail)
+    monkeypatch.setattr(io_mod.os, "fsync", fsync_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_metrics(path, {"AP": 0.7}, {"eval_batch_size": 1})
     with pytest.raises(OSError, match="disk full"):
@@ -280,7 +280,7 @@ def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
     assert path.read_text() == before
     assert not (tmp_path / "results.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temporary files left
-    monkeypatch.setattr(json, "dump", real_dump)
+    monkeypatch.setattr(io_mod.os, "fsync", real_fsync)
     with pytest.raises(ValueError):
         write_metrics(path, {"AP": 0.7}, {"metrics": 1})
 

@@ -23,13 +23,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -393,38 +394,12 @@ class CocoEvaluator:
 # files
 
 
-def _atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON so that ``path`` holds either its old content or the complete new one: a
-    temporary file in the same folder (same file system, so the rename is atomic), flushed and
-    fsynced before os.replace; the temporary file is removed if anything fails."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not possible everywhere)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
 def write_results(path: str | os.PathLike, results) -> Path:
     """Write a COCO results JSON atomically. ``results`` is a results list (see
     :func:`results_json`) or detections per image id as PostProcess dicts."""
     if isinstance(results, Mapping):
         results = results_json(results)
-    return _atomic_write_json(path, list(results))
+    return atomic_write_json(path, list(results))
 
 
 def write_metrics(path: str | os.PathLike, metrics: Mapping, extra: Mapping | None = None) -> Path:
@@ -434,7 +409,7 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping, extra: Mapping | No
     extra = dict(extra or {})
     if "metrics" in extra:
         raise ValueError("write_metrics: 'extra' must not contain the key 'metrics'")
-    return _atomic_write_json(path, {"metrics": dict(metrics), **extra})
+    return atomic_write_json(path, {"metrics": dict(metrics), **extra})
 
 
 # ---------------------------------------------------------------------------------------------
