@@ -12,8 +12,11 @@ def setup_logging(output_dir: str | None = None, main: bool = True) -> None:
     level = logging.INFO if main else logging.WARNING
     handlers = [logging.StreamHandler(sys.stderr)]
     if output_dir and main:
-        os.makedirs(output_dir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
+        try:
+            os.makedirs(os.path.expanduser(output_dir), exist_ok=True)
+            handlers.append(logging.FileHandler(os.path.join(os.path.expanduser(output_dir), "train.log")))
+        except OSError:
+            pass  # the run itself reports an output folder it cannot write, with a clear message
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", handlers=handlers, force=True)
 

@@ -294,6 +294,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return config_from_dict(data, source)
 
 
+def apply_overrides(cfg: Config, overrides, source: str = "config") -> Config:
+    """A new Config: ``cfg`` with ``key=value`` overrides applied and validated."""
+    data = config_to_dict(cfg)
+    for item in overrides:
+        _apply_override(data, item)
+    return config_from_dict(data, source)
+
+
 def config_from_dict(data: dict, source: str = "config") -> Config:
     """Build and validate a Config from nested plain data (as read from YAML)."""
     if not isinstance(data, dict):

@@ -33,9 +33,11 @@ def to_device(images, mask, targets, device):
 
 @torch.no_grad()
 def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", backend: str = "faster_coco_eval",
-             per_category: bool = False, progress: bool = True, channels_last: bool = False) -> dict:
+             per_category: bool = False, progress: bool = True, channels_last: bool = False,
+             results_path=None) -> dict:
     """COCO box metrics of ``model`` on ``loader`` (whose dataset's ground truth is ``coco_gt``);
-    the same dict on every process. Adds ``eval_images``, ``eval_seconds``."""
+    the same dict on every process. Adds ``eval_images``, ``eval_seconds``. With
+    ``results_path`` the detections are also written there as a COCO results JSON."""
     was_training = model.training
     model.eval()
     evaluator = CocoEvaluator(coco_gt, backend=backend, per_category=per_category)
@@ -55,6 +57,8 @@ def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", bac
         images_seen += len(targets)
     evaluator.synchronize()
     metrics = evaluator.summarize()
+    if results_path is not None:
+        evaluator.write_results(results_path)
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics["eval_images"] = images_seen
     model.train(was_training)

@@ -97,6 +97,11 @@ class Trainer:
         if resume:
             self._resume(resume)
         self.train_model = self.model
+        if self.dist.distributed and self.device.type == "cuda":
+            # trainable batch norm sees the global batch (SyncBatchNorm needs CUDA; on the CPU each
+            # process keeps its own running statistics and the checkpoint holds rank 0's)
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.train_model = self.model
         if self.dist.distributed:
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -221,7 +226,7 @@ class Trainer:
         for images, mask, targets in self.train_loader:
             if p.step_in_epoch >= total:
                 break
-            if self.stop_requested:
+            if self.stop_requested and p.step_in_epoch % accum == 0:
                 raise self._interrupt()
             images, mask, targets = to_device(images, mask, targets, self.device)
             if tc.channels_last:
@@ -332,6 +337,7 @@ class Trainer:
         if self.stop_requested:  # a second signal: stop at once
             raise KeyboardInterrupt
         self.stop_requested = signal.Signals(signum).name
+        self._stop_signum = signum
         log.warning("%s received: saving the current state at the next step boundary", self.stop_requested)
 
     def _interrupt(self) -> TrainingInterrupted:
@@ -339,6 +345,10 @@ class Trainer:
         msg = (f"stopped by {self.stop_requested} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch}; "
                f"state saved to {path}; continue with --resume auto")
         log.warning(msg)
+        # a handler installed before ours (submitit's: it requeues the SLURM job) runs after the save
+        previous = getattr(self, "_old_handlers", {}).get(self._stop_signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(self._stop_signum, None)
         return TrainingInterrupted(msg)
 
 
