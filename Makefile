@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/smoke.py
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) tools/demo.py
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q

@@ -1,0 +1,123 @@
+"""Running several training runs on one machine: each a tools/train.py process into its own output
+folder, finished runs skipped, interrupted ones resumed. Used by the demo and by ablations."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunSpec:
+    """One training run: a config file, overrides, an output folder and its epoch count."""
+
+    name: str
+    config: str
+    output_dir: Path
+    epochs: int
+    overrides: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(self.config),
+               *self.overrides, f"train.output_dir={self.output_dir}"]
+        if run_state(self.output_dir, self.epochs) == "partial":
+            cmd += ["--resume", "auto"]
+        return cmd
+
+
+def read_log(folder: str | os.PathLike) -> list[dict]:
+    """The epoch records a run wrote (``log.jsonl``); a torn last line (killed writer) is ignored."""
+    path = Path(folder) / "log.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def run_state(folder: str | os.PathLike, epochs: int) -> str:
+    """``done`` (all epochs logged), ``partial`` (a checkpoint to resume) or ``new``."""
+    folder = Path(folder)
+    records = read_log(folder)
+    if records and records[-1].get("epoch", 0) >= epochs and (folder / "checkpoint.pth").is_file():
+        return "done"
+    if any(folder.glob("checkpoint*.pth")):
+        return "partial"
+    return "new"
+
+
+def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = None, poll_s: float = 5.0) -> dict[str, int]:
+    """Run the specs as subprocesses, ``parallel`` at a time, each with ``threads`` CPU threads;
+    console output goes to ``<output_dir>/console.log``. Returns each run's exit status (0 for
+    runs already done). An interruption (Ctrl-C) stops the children, which save their state."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    pending = [s for s in specs if run_state(s.output_dir, s.epochs) != "done"]
+    status = {s.name: 0 for s in specs if s not in pending}
+    for s in specs:
+        if s.name in status:
+            log.info("%s: already done in %s", s.name, s.output_dir)
+    running: dict[str, tuple[subprocess.Popen, RunSpec]] = {}
+    total = sum(s.epochs for s in specs)
+    bar = tqdm(total=total, desc="epochs", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    last_report = 0.0
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                spec = pending.pop(0)
+                spec.output_dir.mkdir(parents=True, exist_ok=True)
+                console = open(spec.output_dir / "console.log", "a")
+                log.info("%s: %s", spec.name, " ".join(spec.command()[1:]))
+                running[spec.name] = (subprocess.Popen(spec.command(), stdout=console, stderr=subprocess.STDOUT,
+                                                       env=env, cwd=ROOT), spec)
+            time.sleep(poll_s)
+            for name, (proc, spec) in list(running.items()):
+                if proc.poll() is not None:
+                    status[name] = proc.returncode
+                    del running[name]
+                    if proc.returncode:
+                        tail = (spec.output_dir / "console.log").read_text().splitlines()[-15:]
+                        log.error("%s failed (exit status %d); the end of %s:\n%s", name, proc.returncode,
+                                  spec.output_dir / "console.log", "\n".join(tail))
+            done_epochs = sum(min(s.epochs, len(read_log(s.output_dir))) for s in specs)
+            bar.n = done_epochs
+            bar.refresh()
+            if not sys.stderr.isatty() and time.time() - last_report > 60:
+                last_report = time.time()
+                log.info("progress: " + ", ".join(f"{s.name} {_summary(s)}" for s in specs))
+    except KeyboardInterrupt:
+        for proc, _ in running.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc, _ in running.values():
+            proc.wait(timeout=120)
+        raise
+    finally:
+        bar.close()
+    return status
+
+
+def _summary(spec: RunSpec) -> str:
+    records = read_log(spec.output_dir)
+    if not records:
+        return "starting"
+    r = records[-1]
+    ap = f" AP50 {r['AP50']:.3f}" if "AP50" in r else ""
+    return f"epoch {r['epoch']}/{spec.epochs}{ap}"
