@@ -43,16 +43,21 @@ def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", bac
     evaluator = CocoEvaluator(coco_gt, backend=backend, per_category=per_category)
     start = time.perf_counter()
     images_seen = 0
+    model_seconds = 0.0
     bar = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True,
                disable=not progress or (is_dist() and rank() != 0))
     for images, mask, targets in bar:
         images, mask, targets = to_device(images, mask, targets, device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
         with autocast_context(device, amp):
             outputs = model(images, mask)
         sizes = torch.stack([t["orig_size"] for t in targets])
         dets = postprocess(outputs, sizes)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        model_seconds += time.perf_counter() - t0
         evaluator.update([int(t["image_id"]) for t in targets], dets)
         images_seen += len(targets)
     evaluator.synchronize()
@@ -61,5 +66,7 @@ def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", bac
         evaluator.write_results(results_path)
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics["eval_images"] = images_seen
+    # inference speed of the model and post-processing alone (no data loading, no COCO scoring)
+    metrics["inference_images_per_s"] = images_seen / model_seconds if model_seconds > 0 else None
     model.train(was_training)
     return metrics

@@ -46,7 +46,7 @@ class EvalHook(Hook):
         if "per_category" in metrics:
             record["per_category_AP"] = metrics["per_category"]
         record.update(eval_batch_size=ec.batch_size * trainer.dist.world_size, eval_backend=ec.backend,
-                      eval_seconds=metrics.get("eval_seconds"))
+                      eval_seconds=metrics.get("eval_seconds"), inference_images_per_s=metrics.get("inference_images_per_s"))
 
 
 class CheckpointHook(Hook):
@@ -111,6 +111,30 @@ class TensorBoardWriter(Hook):
             self.writer.close()
 
 
+class RunInfoWriter(Hook):
+    """``run_info.json``: what a comparison needs to know about a run without loading its model
+    (parameter counts, the encodings, the machine)."""
+
+    def before_train(self, trainer):
+        if not trainer.is_main:
+            return
+        import torch
+
+        from ..utils.io import atomic_write_json
+
+        model, cfg = trainer.model, trainer.cfg
+        irpe = sum(p.numel() for n, p in model.named_parameters() if "lookup_table" in n)
+        info = {"parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "irpe_parameters": irpe, "irpe": str(cfg.model.irpe) if cfg.model.irpe else None,
+                "position_embedding": cfg.model.position_embedding, "encoder_abs_pos": cfg.model.encoder_abs_pos,
+                "backbone": cfg.model.backbone.name, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+                "world_size": trainer.dist.world_size, "device": str(trainer.device),
+                "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
+                "torch": torch.__version__}
+        atomic_write_json(trainer.out / "run_info.json", info, indent=1)
+
+
 class ConsoleWriter(Hook):
     """A concise line per epoch; without a terminal (no progress bar) also one per log interval."""
 
@@ -142,4 +166,4 @@ class ConsoleWriter(Hook):
 
 
 def default_hooks(trainer) -> list[Hook]:
-    return [EvalHook(), CheckpointHook(), JsonlWriter(), TensorBoardWriter(), ConsoleWriter()]
+    return [RunInfoWriter(), EvalHook(), CheckpointHook(), JsonlWriter(), TensorBoardWriter(), ConsoleWriter()]

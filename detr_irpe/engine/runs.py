@@ -63,7 +63,7 @@ def run_state(folder: str | os.PathLike, epochs: int) -> str:
     return "new"
 
 
-def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = None, poll_s: float = 5.0) -> dict[str, int]:
+def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = None, poll_s: float = 1.0) -> dict[str, int]:
     """Run the specs as subprocesses, ``parallel`` at a time, each with ``threads`` CPU threads;
     console output goes to ``<output_dir>/console.log``. Returns each run's exit status (0 for
     runs already done). An interruption (Ctrl-C) stops the children, which save their state."""

@@ -1,0 +1,1 @@
+"""Adapters to other frameworks; each subpackage imports its framework and is optional."""
