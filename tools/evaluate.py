@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     cfg, ckpt = build_eval_config(args)
     info = init_distributed(cfg.train.device)
     out = Path(args.output_dir) if args.output_dir else Path(args.checkpoint).resolve().parent
-    setup_logging(None, info.is_main)
+    setup_logging(info.is_main)
     try:
         val = build_dataset(cfg, "val")
         model, _, post = build_model(cfg, num_classes=val.num_classes)

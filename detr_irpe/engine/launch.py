@@ -37,7 +37,7 @@ def train_main(argv=None) -> int:
     args = train_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     info = init_distributed(cfg.train.device)
-    setup_logging(cfg.train.output_dir, info.is_main)
+    setup_logging(info.is_main)
     try:
         Trainer(cfg, resume=args.resume, init_from=args.init_from, dist_info=info).train()
     except TrainingInterrupted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..cli import add_file_log
 from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint
 from ..config import Config, config_to_dict, save_config
 from ..models import build_model
@@ -67,7 +69,7 @@ class Trainer:
             raise ValueError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
         self.out = Path(tc.output_dir).expanduser()
         self.progress = Progress()
-        self._prepare_output(resume)
+        self._check_output(resume)
         seed_everything(tc.seed + self.dist.rank)
 
         self.train_set = build_dataset(cfg, "train")
@@ -116,19 +118,30 @@ class Trainer:
     def is_main(self) -> bool:
         return self.dist.is_main
 
-    def _prepare_output(self, resume):
+    def _check_output(self, resume) -> None:
+        """Refuse, before anything is written, an output folder that holds another run or that
+        cannot be written."""
+        if not self.is_main:
+            return
+        if (self.out / "checkpoint.pth").exists() and not resume:
+            raise FileExistsError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
+                                  f"with --resume auto or choose another train.output_dir")
+        probe = self.out
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(f"output folder {self.out} cannot be written ({probe} is "
+                                  f"{'not a folder' if not probe.is_dir() else 'not writable'})")
+
+    def _prepare_output(self) -> None:
+        """Create the output folder, save the resolved config, log to train.log (main process)."""
         if self.is_main:
-            if (self.out / "checkpoint.pth").exists() and not resume:
-                raise FileExistsError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
-                                      f"with --resume auto or choose another train.output_dir")
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
-                probe = self.out / ".write_test"
-                probe.write_text("ok")
-                probe.unlink()
             except OSError as exc:
                 raise PermissionError(f"output folder {self.out} cannot be written: {exc.strerror or exc}") from None
             save_config(self.cfg, self.out / "config.yaml")
+            add_file_log(self.out / "train.log")
         barrier()
 
     def _init_from(self, path: str) -> None:
@@ -196,6 +209,7 @@ class Trainer:
         """Train to ``train.epochs``; returns the last epoch's record."""
         tc = self.cfg.train
         record: dict = {}
+        self._prepare_output()
         self._install_signal_handlers()
         try:
             for hook in self.hooks:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention_kernel import _workspace, attention_fused, attention_plain
-from .irpe import RelativePositionEncoding, RPESpec, cached_index
+from .irpe import RelativePositionEncoding, RPESpec, bucket_ids, cached_index
 
 #: Which kernel runs the attention: "auto" picks per call (see MultiheadAttention.forward),
 #: "plain" forces ordinary autograd ops, "fused" the iRPE autograd Function, "sdpa" PyTorch's
@@ -71,7 +71,12 @@ class MultiheadAttention(nn.Module):
         if shape is None or shape[0] * shape[1] != L or L != S:
             raise ValueError(f"iRPE needs the feature-map shape of a self-attention; got shape={shape} "
                              f"for {L} queries and {S} keys")
-        index = cached_index(self.rpe, int(shape[0]), int(shape[1]), q.device)
+        if torch.compiler.is_compiling():
+            # torch.export / dynamo trace with fake tensors: a cached index made there would be a
+            # fake tensor that poisons every later call, so the index is computed in the graph
+            index = bucket_ids(self.rpe, int(shape[0]), int(shape[1]), q.device)["index"]
+        else:
+            index = cached_index(self.rpe, int(shape[0]), int(shape[1]), q.device)
         terms = {"index": index}
         if self.rpe.mode == "bias":
             # shared by the whole batch: computed once per call as (1, heads', L, L)
