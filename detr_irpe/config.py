@@ -233,6 +233,9 @@ class TrainConfig:
     compile: bool = False
     #: store tensors in channels-last memory format (faster convolutions on GPU)
     channels_last: bool = False
+    #: seconds a process waits in a collective for its peers before failing (a dead peer makes
+    #: the others exit with an error instead of hanging)
+    dist_timeout_s: float = 1800.0
 
     def validate(self, at: str):
         for name in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
@@ -243,6 +246,8 @@ class TrainConfig:
                 raise ConfigError(f"{at}.{name} must be a finite number >= 0, got {value}")
         if self.lr == 0:
             raise ConfigError(f"{at}.lr must be > 0, got 0")
+        if self.dist_timeout_s <= 0:
+            raise ConfigError(f"{at}.dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if self.lr_drop < 0 or self.warmup_iters < 0:
             raise ConfigError(f"{at}.lr_drop and {at}.warmup_iters must be >= 0")
         _choice(self.amp, ("none", "bf16", "fp16"), f"{at}.amp")

@@ -19,6 +19,8 @@ TINY_YAML = ROOT / "configs" / "detectron2" / "detr_irpe_tiny_synthetic.yaml"
 COCO_YAML = ROOT / "configs" / "detectron2" / "detr_r50_irpe_product_150e_coco.yaml"
 NO_D2 = "detectron2 is not installed (it is not on PyPI: see docs/detectron2.md to install it)"
 BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# detectron2 scripts a few functions with torch.jit at import time, which torch now deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
 
 def tiny_opts(cache: Path, out: Path, *extra: str) -> list[str]:
@@ -105,6 +107,7 @@ def test_train_one_iteration_and_evaluate_through_d2_trainer(integ, cache, tmp_p
     assert ckpt["iteration"] == 0 and ckpt["trainer"]["_trainer"]["optimizer"]["state"], "one optimizer step"
     config = ckpt["detr_irpe"]["config"]
     assert config["model"]["irpe"] == "rpe-2.0-product-ctx-1-k" and config["model"]["num_classes"] == 5
+    assert config["data"]["dataset"] == "synthetic" and config["data"]["synthetic"]["num_train"] == 16
 
     # evaluating the final checkpoint again (--eval-only) gives the trainer's numbers
     again = tool.main(default_argument_parser().parse_args(
@@ -253,7 +256,7 @@ def test_checkpoint_bridge_round_trip_is_exact(integ, cache, tmp_path):
 
     from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
     from detr_irpe.config import config_to_dict
-    from detr_irpe.integrations.detectron2.checkpoint_bridge import main as bridge
+    from detr_irpe.integrations.detectron2.convert import main as bridge
 
     cfg = make_cfg(integ, cache, tmp_path)
     torch.manual_seed(1)
@@ -281,6 +284,15 @@ def test_checkpoint_bridge_round_trip_is_exact(integ, cache, tmp_path):
     assert bridge(["to-project", str(tmp_path / "d2.pth"), str(tmp_path / "again.pth")]) == 0
     again = load_checkpoint(tmp_path / "again.pth")
     assert again.keys() == original.keys() and again["epoch"] == 3 and _equal(again["model"], original["model"])
+
+    # a detectron2 checkpoint without a carried config takes it from the detectron2 config file
+    bare = load_checkpoint(tmp_path / "out" / "model_d2.pth")
+    save_checkpoint({"model": bare["model"]}, tmp_path / "bare.pth")
+    assert bridge(["to-project", str(tmp_path / "bare.pth"), str(tmp_path / "from_cfg.pth")]) == 1
+    assert bridge(["to-project", str(tmp_path / "bare.pth"), str(tmp_path / "from_cfg.pth"),
+                   "--config-file", str(TINY_YAML), *tiny_opts(cache, tmp_path)]) == 0
+    from_cfg = load_checkpoint(tmp_path / "from_cfg.pth")
+    assert from_cfg["config"] == original["config"] and _equal(from_cfg["model"], original["model"])
 
     # a project checkpoint also loads directly as MODEL.WEIGHTS
     torch.manual_seed(3)
@@ -310,7 +322,9 @@ def test_config_keys_mirror_the_project_config(integ, cache, tmp_path):
            (ref.data.scales, ref.data.max_size, ref.data.val_size, ref.data.crop_resize, ref.data.crop_size,
             ref.data.crop_prob, ref.data.hflip_prob)
     cfg.merge_from_file(str(COCO_YAML))  # the COCO recipe file is a valid config
-    assert integ.detr_config_from_cfg(cfg).model == ref.model
+    coco = integ.detr_config_from_cfg(cfg)
+    assert coco.model == ref.model and coco.data.dataset == "coco"
+    assert coco.data.val_annotations.endswith("coco/annotations/instances_val2017.json")
 
     # errors name the detectron2 key
     bad = make_cfg(integ, cache, tmp_path, "MODEL.DETR_IRPE.NHEADS", "5")

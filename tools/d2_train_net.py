@@ -9,7 +9,7 @@
 
 MODEL.WEIGHTS may also name a checkpoint of this project or of the reference DETR / iRPE-DETR code;
 it is converted on load. Checkpoints the other way:
-python -m detr_irpe.integrations.detectron2.checkpoint_bridge to-project model_final.pth detr.pth
+python -m detr_irpe.integrations.detectron2.convert to-project model_final.pth detr.pth
 """
 
 from __future__ import annotations

@@ -284,6 +284,7 @@ class CocoDetection(torch.utils.data.Dataset):
             self.coco.createIndex()
         self.ids = sorted(self.coco.imgs)
         self._build_targets()
+        self._check_files_exist()
         # shared with DataLoader workers, so that files skipped there are counted (once each) here
         self._skipped = torch.zeros(len(self.ids), dtype=torch.bool).share_memory_()
         drops = ", ".join(f"{n} {why}" for why, n in sorted(self.drop_reasons.items())) or "none"
@@ -324,6 +325,18 @@ class CocoDetection(torch.utils.data.Dataset):
         counts = np.bincount(owner[keep], minlength=len(self.ids))
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.images_without_objects = int((counts == 0).sum())
+
+    def _check_files_exist(self) -> None:
+        """In fail mode, a missing image file stops the run here, before anything is written (a
+        file that exists but cannot be decoded is found when it is read)."""
+        if self.invalid_images != "fail":
+            return
+        missing = [i for i in range(len(self.ids)) if not self.image_path(i).is_file()]
+        if missing:
+            first = self.image_path(missing[0])
+            raise DatasetError(f"image file {first} (image id {self.ids[missing[0]]} in {self.ann_file}) does not exist"
+                               + (f", nor do {len(missing) - 1} more" if len(missing) > 1 else "")
+                               + "; set data.invalid_images=skip to skip such files")
 
     @property
     def num_classes(self) -> int:

@@ -36,7 +36,7 @@ def train_main(argv=None) -> int:
 
     args = train_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    info = init_distributed(cfg.train.device)
+    info = init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     setup_logging(info.is_main)
     try:
         Trainer(cfg, resume=args.resume, init_from=args.init_from, dist_info=info).train()

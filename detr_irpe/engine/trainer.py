@@ -63,7 +63,7 @@ class Trainer:
 
         self.cfg = cfg
         tc = cfg.train
-        self.dist = dist_info or init_distributed(tc.device)
+        self.dist = dist_info or init_distributed(tc.device, tc.dist_timeout_s)
         self.device = self.dist.device
         if tc.amp != "none" and self.device.type != "cuda":
             raise ValueError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
@@ -278,6 +278,8 @@ class Trainer:
                   "batch_size": tc.batch_size * self.dist.world_size * tc.grad_accum}
         if p.skipped_steps:
             record["skipped_steps"] = p.skipped_steps
+        if self.train_set.base.skipped_images:
+            record["skipped_images"] = self.train_set.base.skipped_images
         p.epoch += 1
         p.step_in_epoch = 0
         return record

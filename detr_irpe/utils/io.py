@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while writing a file."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -23,9 +31,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(exc.errno, f"no space left on the device while writing {path}; "
+                                           f"{'the previous file is intact' if path.exists() else 'nothing was written'}") from None
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible everywhere)
         dir_fd = os.open(path.parent, os.O_RDONLY)

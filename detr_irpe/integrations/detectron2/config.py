@@ -94,7 +94,6 @@ def add_detr_irpe_config(cfg: CN) -> CN:
     # images per process per evaluation batch: padding changes AP slightly, and the reference
     # evaluates 2 at a time
     cfg.TEST.IMS_PER_BATCH = 2
-    cfg.TEST.DETECTIONS_PER_IMAGE = 100
 
     cfg.DATASETS.DETR_IRPE_SYNTHETIC = _node(SyntheticConfig())
     return cfg
@@ -121,9 +120,26 @@ def _d2_names(message: str) -> str:
     return re.sub(r"\b(model|loss)\.([a-z_]+(?:\.[a-z_]+)*)", upper, message)
 
 
+def _data_source(cfg: CN) -> dict:
+    """The dataset entries of this project's data section for DATASETS.TRAIN[0] and TEST[0]: the
+    synthetic dataset, or the COCO-format files of registered datasets, so that a converted
+    checkpoint evaluates with this project's tools on the data it was trained for."""
+    from detectron2.data import MetadataCatalog
+
+    if SYNTHETIC_TRAIN in cfg.DATASETS.TRAIN or SYNTHETIC_VAL in cfg.DATASETS.TEST:
+        return {"dataset": "synthetic", "synthetic": node_to_dict(cfg.DATASETS.DETR_IRPE_SYNTHETIC)}
+    out = {"dataset": "coco"}
+    for split, names in (("train", cfg.DATASETS.TRAIN), ("val", cfg.DATASETS.TEST)):
+        meta = MetadataCatalog.get(names[0]) if names else None
+        if meta is not None and meta.get("json_file") and meta.get("image_root"):
+            out[f"{split}_annotations"], out[f"{split}_images"] = meta.json_file, meta.image_root
+    return out
+
+
 def detr_config_from_cfg(cfg: CN, num_classes: int | None = None):
     """This project's Config of a detectron2 config: model and loss from ``MODEL.DETR_IRPE``; the
-    augmentation, optimizer and evaluation batch from the detectron2 keys that play their part.
+    datasets, augmentation, optimizer and evaluation batch from the detectron2 keys that play their
+    part.
     ``num_classes`` fills in ``NUM_CLASSES`` when that is None."""
     if "DETR_IRPE" not in cfg.MODEL:
         raise ConfigError("detectron2 config has no MODEL.DETR_IRPE; call add_detr_irpe_config(cfg) before merging")
@@ -137,6 +153,7 @@ def detr_config_from_cfg(cfg: CN, num_classes: int | None = None):
     crop, solver = cfg.INPUT.CROP, cfg.SOLVER
     clip = solver.CLIP_GRADIENTS
     data = {
+        **_data_source(cfg),
         "scales": list(cfg.INPUT.MIN_SIZE_TRAIN), "max_size": cfg.INPUT.MAX_SIZE_TRAIN,
         "val_size": cfg.INPUT.MIN_SIZE_TEST, "crop_resize": list(crop.PRE_RESIZE), "crop_size": list(crop.SIZE),
         "crop_prob": float(crop.PROB) if crop.ENABLED else 0.0,
