@@ -40,11 +40,14 @@ def tiny_opts(cache: Path, out: Path, *extra: str) -> list[str]:
 
 def test_import_without_detectron2_names_the_install_command():
     code = "import sys; sys.modules['detectron2'] = None\nimport detr_irpe.integrations.detectron2"
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: detr_irpe.integrations.detectron2 needs detectron2")
-    assert "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git' 'setuptools<81'" in last
+    command = ("pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git' "
+               "'setuptools<81'")
+    assert command in last
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +93,11 @@ def same_metrics(d2_metrics: dict, ours: dict) -> bool:
     return True
 
 
+def same_numbers(a: dict, b: dict) -> bool:
+    """Equal dicts of numbers, nan equal to nan."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
 def test_train_one_iteration_and_evaluate_through_d2_trainer(integ, cache, tmp_path):
     from detectron2.engine import default_argument_parser
 
@@ -112,8 +120,7 @@ def test_train_one_iteration_and_evaluate_through_d2_trainer(integ, cache, tmp_p
     # evaluating the final checkpoint again (--eval-only) gives the trainer's numbers
     again = tool.main(default_argument_parser().parse_args(
         ["--config-file", str(TINY_YAML), "--eval-only", *opts, "MODEL.WEIGHTS", str(out / "model_final.pth")]))
-    assert again["bbox"].keys() == results["bbox"].keys()
-    assert all(a == b or math.isnan(a) and math.isnan(b) for a, b in zip(again["bbox"].values(), results["bbox"].values()))
+    assert same_numbers(again["bbox"], results["bbox"]), (again["bbox"], results["bbox"])
 
 
 def _project_side(integ, cfg, meta):
@@ -127,6 +134,7 @@ def _project_side(integ, cfg, meta):
 
 
 def test_adapter_outputs_equal_project_model(integ, cache, tmp_path):
+    from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model as d2_build_model
     from detectron2.structures import Boxes, Instances
     from torchvision.ops import box_convert
@@ -142,8 +150,6 @@ def test_adapter_outputs_equal_project_model(integ, cache, tmp_path):
     torch.manual_seed(0)
     meta = d2_build_model(cfg)
     project_cfg, model, criterion, post = _project_side(integ, cfg, meta)
-
-    from detectron2.data import DatasetCatalog
 
     records = DatasetCatalog.get("detr_irpe_synthetic_val")[:3]
     rgb = [load_image(r["file_name"]) for r in records]
@@ -188,8 +194,8 @@ def test_adapter_outputs_equal_project_model(integ, cache, tmp_path):
     terms = criterion(model(batch, mask), targets)
     want_losses = {k: v * criterion.weight_dict[k] for k, v in terms.items() if k in criterion.weight_dict}
     assert got_losses.keys() == want_losses.keys() and "loss_giou_0" in got_losses
-    for k in want_losses:
-        torch.testing.assert_close(got_losses[k], want_losses[k], rtol=1e-5, atol=1e-6)
+    for k, want in want_losses.items():
+        torch.testing.assert_close(got_losses[k], want, rtol=1e-5, atol=1e-6)
 
 
 def _detections(coco: dict, seed: int = 0) -> dict:
@@ -307,6 +313,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 def test_config_keys_mirror_the_project_config(integ, cache, tmp_path):
     from detectron2.config import get_cfg
+    from detectron2.modeling import build_model as d2_build_model
 
     from detr_irpe.config import ConfigError, load_config
 
@@ -333,10 +340,11 @@ def test_config_keys_mirror_the_project_config(integ, cache, tmp_path):
     bad = make_cfg(integ, cache, tmp_path, "MODEL.DETR_IRPE.IRPE", "rpe-x")
     with pytest.raises(ConfigError, match=r"MODEL\.DETR_IRPE\.IRPE"):
         integ.detr_config_from_cfg(bad, 5)
-    from detectron2.modeling import build_model as d2_build_model
-
     bad = make_cfg(integ, cache, tmp_path, "INPUT.FORMAT", "BGR")  # RGB pixel statistics left in place
     with pytest.raises(ValueError, match=r"MODEL\.PIXEL_MEAN must be the ImageNet values"):
+        d2_build_model(bad)
+    bad = make_cfg(integ, cache, tmp_path, "MODEL.DETR_IRPE.NUM_CLASSES", "4")  # category ids go up to 4
+    with pytest.raises(ValueError, match=r"MODEL\.DETR_IRPE\.NUM_CLASSES \(4\) must exceed the largest dataset"):
         d2_build_model(bad)
 
 

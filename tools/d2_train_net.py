@@ -30,6 +30,8 @@ def setup(args):
     cfg = add_detr_irpe_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.eval_only:
+        cfg.MODEL.DETR_IRPE.BACKBONE.WEIGHTS = "none"  # MODEL.WEIGHTS holds the backbone too
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -53,11 +55,12 @@ def main(args):
 
 def cli(argv=None) -> int:
     try:
-        import detr_irpe.integrations.detectron2  # noqa: F401  (first: its error says how to install detectron2)
-        from detectron2.engine import default_argument_parser, launch
+        import detr_irpe.integrations.detectron2  # noqa: F401  (its error says how to install detectron2)
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from detectron2.engine import default_argument_parser, launch
+
     args = default_argument_parser(epilog=__doc__).parse_args(argv)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

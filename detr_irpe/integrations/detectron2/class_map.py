@@ -39,7 +39,7 @@ class ClassMap:
         return table
 
     @classmethod
-    def from_metadata(cls, name: str) -> "ClassMap":
+    def from_metadata(cls, name: str) -> ClassMap:
         """The map of a registered dataset: its ``thing_dataset_id_to_contiguous_id``, else the
         identity over its ``thing_classes``."""
         meta = MetadataCatalog.get(name)
@@ -60,7 +60,7 @@ class ClassMap:
         return cls(d for _, d in by_contiguous)
 
     @classmethod
-    def from_datasets(cls, names: Sequence[str]) -> "ClassMap":
+    def from_datasets(cls, names: Sequence[str]) -> ClassMap:
         """The one map that all of ``names`` share; an error names the first that differs."""
         if not names:
             raise ValueError("DATASETS.TRAIN and DATASETS.TEST are both empty: no dataset gives the classes")

@@ -36,6 +36,14 @@ def _check_pixel_stats(cfg) -> None:
                              f"INPUT.FORMAT {cfg.INPUT.FORMAT} order for DetrIrpe; got {got}")
 
 
+def _float(outputs: dict) -> dict:
+    """DETR outputs (auxiliary ones included) in float32."""
+    out = {k: v.float() for k, v in outputs.items() if k != "aux_outputs"}
+    if "aux_outputs" in outputs:
+        out["aux_outputs"] = [_float(a) for a in outputs["aux_outputs"]]
+    return out
+
+
 @META_ARCH_REGISTRY.register()
 class DetrIrpe(nn.Module):
     """DETR with iRPE as a detectron2 model; ``self.detr`` is this project's DETR, so that a state
@@ -46,7 +54,8 @@ class DetrIrpe(nn.Module):
         """``detr_cfg``: this project's Config (``model.num_classes`` None: from ``class_map``)."""
         super().__init__()
         if input_format not in INPUT_FORMATS:
-            raise ValueError(f"INPUT.FORMAT must be one of {', '.join(INPUT_FORMATS)} for DetrIrpe; got {input_format!r}")
+            raise ValueError(f"INPUT.FORMAT must be one of {', '.join(INPUT_FORMATS)} for DetrIrpe; "
+                             f"got {input_format!r}")
         num_classes = detr_cfg.model.num_classes or class_map.num_detr_classes
         self.detr, self.criterion, post = build_model(detr_cfg, num_classes=num_classes)
         self.postprocess = post["bbox"]
@@ -105,7 +114,9 @@ class DetrIrpe(nn.Module):
         return {"labels": self.to_detr[inst.gt_classes], "boxes": boxes}
 
     def _losses(self, outputs: dict, targets: list[dict]) -> dict:
-        terms = self.criterion(outputs, targets)
+        # matching and loss in float32 also under detectron2's AMP, as in this project's trainer
+        with torch.autocast(self.device.type, enabled=False):
+            terms = self.criterion(_float(outputs), targets)
         weights = self.criterion.weight_dict
         self._log_errors(terms)
         # detectron2's trainer sums every value it gets, so only the weighted loss terms go back
