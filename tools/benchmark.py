@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     inf.add_argument("--compile", action="store_true", help="torch.compile the model")
     inf.add_argument("--height", type=int, default=800)
     inf.add_argument("--width", type=int, default=1066)
+    inf.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    inf.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ev = sub.add_parser("eval", help="COCO evaluation time")
     ev.add_argument("--images", type=int, default=5000)
     ev.add_argument("--dets", type=int, default=100)
@@ -82,8 +84,10 @@ def main(argv=None) -> int:
     if cmd in ("infer", "all"):
         from detr_irpe.benchmark import infer
 
-        i = args if cmd == "infer" else argparse.Namespace(backbone="resnet50", compile=False, height=800, width=1066)
-        infer.run(args.device, i.backbone, i.height, i.width, repeats=rep or 3, as_json=args.json, compile_=i.compile)
+        i = args if cmd == "infer" else argparse.Namespace(backbone="resnet50", compile=False, height=800, width=1066,
+                                                           batches=[1, 4], dtypes=["fp32", "bf16"])
+        infer.run(args.device, i.backbone, i.height, i.width, repeats=rep or 3, as_json=args.json, compile_=i.compile,
+                  batches=tuple(i.batches), dtypes=tuple(i.dtypes))
     if cmd in ("eval", "all"):
         from detr_irpe.benchmark.coco_eval import benchmark_eval
         from detr_irpe.benchmark.common import print_table

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--out {args.out}: figures are written as PNG; give a file name ending in .png")
     if args.command == "predictions":
         if args.images:
-            files, skipped = list_inputs(args.images)  # before the model: a missing path is reported first
+            files, _ = list_inputs(args.images)  # before the model: a missing path is reported first
         loaded = load_model(args.checkpoint, args.config, args.overrides, args.device)
         names = class_names(loaded.cfg, args.annotations)
         if args.images:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,7 @@ def name_of(names: Mapping[int, str], label: int) -> str:
 
 @dataclass
 class Prediction:
-    """Detections of one image (all queries, best class each, sorted by the query order) with
+    """Detections of one image (all queries in query order, best class each) with
     ``boxes`` in xyxy pixels of the original image, and what the model saw."""
 
     scores: torch.Tensor
@@ -145,9 +146,8 @@ class Prediction:
     outputs: dict = field(repr=False, default_factory=dict)
 
     def above(self, threshold: float) -> "Prediction":
-        """Only the detections with score >= threshold, highest score first."""
+        """Only the detections with score >= threshold (in query order)."""
         keep = torch.nonzero(self.scores >= threshold).flatten()
-        keep = keep[torch.argsort(self.scores[keep], descending=True, stable=True)]
         return Prediction(self.scores[keep], self.labels[keep], self.boxes[keep], self.orig_size, self.input_size,
                           self.padded_size, self.outputs)
 
@@ -240,8 +240,8 @@ class PredictionRun:
 def _drawn_names(files: Sequence[Path]) -> list[str]:
     """Output names of drawn images: the file's stem with .png, or the whole name with .png when two
     files share a stem."""
-    stems = [f.stem for f in files]
-    return [f"{f.stem}.png" if stems.count(f.stem) == 1 else f"{f.name}.png" for f in files]
+    stems = Counter(f.stem for f in files)
+    return [f"{f.stem}.png" if stems[f.stem] == 1 else f"{f.name}.png" for f in files]
 
 
 def predict_files(predictor: Predictor, files: Sequence[Path], score_threshold: float = 0.0,
@@ -315,13 +315,13 @@ def draw_detections(image: torch.Tensor, det: Prediction, names: Mapping[int, st
     font = ImageFont.load_default(size=max(8, round(min(h, w) / 40)))
     names = names or {}
     # lowest score first, so that the best boxes are drawn on top
-    for i in reversed(range(len(det.scores))):
+    for i in torch.argsort(det.scores, stable=True).tolist():
         x0, y0, x1, y1 = det.boxes[i].tolist()
         colour = colour_of(det.labels[i])
         draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=colour, width=width)
         text = f"{name_of(names, det.labels[i])} {float(det.scores[i]):.2f}"
-        left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
-        ty = y0 - (bottom - top) - 2 if y0 - (bottom - top) - 2 >= 0 else y0
+        _, top, _, bottom = draw.textbbox((x0, y0), text, font=font)
+        ty = y0 - (bottom - top) - 2 if y0 - (bottom - top) - 2 >= 0 else y0  # above the box if it fits
         box = draw.textbbox((x0, ty), text, font=font)
         draw.rectangle(box, fill=colour)
         draw.text((x0, ty), text, fill=(255, 255, 255), font=font)

@@ -91,7 +91,7 @@ def predictions_figure(panels: Sequence[DetectionPanel], names: Mapping[int, str
                 ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
                                        edgecolor="white", linestyle="--", linewidth=1.2))
         det = panel.det
-        for i in reversed(range(len(det.scores))):
+        for i in torch.argsort(det.scores, stable=True).tolist():  # the best boxes on top
             x0, y0, x1, y1 = det.boxes[i].tolist()
             colour = tuple(c / 255 for c in colour_of(det.labels[i]))
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2))
@@ -163,8 +163,9 @@ def attention_maps(predictor: Predictor, image: torch.Tensor, x: float, y: float
     att = att.reshape(layers * heads, 1, fh, fw)
     up = F.interpolate(att, size=(hp, wp), mode="bilinear", align_corners=False)[..., :hr, :wr]
     up = F.interpolate(up, size=(h0, w0), mode="bilinear", align_corners=False)
-    return AttentionMaps(up.reshape(layers, heads, h0, w0).numpy(), att.reshape(layers, heads, fh, fw)[..., :vh, :vw].numpy(),
-                         (row, col), (float(x), float(y)), (fh, fw))
+    grid = att.reshape(layers, heads, fh, fw)[..., :vh, :vw]
+    return AttentionMaps(up.reshape(layers, heads, h0, w0).numpy(), grid.numpy(), (row, col), (float(x), float(y)),
+                         (fh, fw))
 
 
 def attention_figure(entries: Sequence[tuple[str, torch.Tensor, AttentionMaps]], title: str = ""):

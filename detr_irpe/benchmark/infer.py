@@ -37,10 +37,10 @@ def _setup(irpe, backbone, batch, height, width, device, dtype, compile_):
 
 
 def run(device="cpu", backbone="resnet50", height=800, width=1066, repeats=3, as_json=False, compile_=False,
-        batches=(1, 4)):
+        batches=(1, 4), dtypes=("fp32", "bf16")):
     """Print the inference table; returns its rows."""
     dev = torch.device(device)
-    dtypes = ["fp32"] + (["bf16"] if _bf16_supported(dev) else [])
+    dtypes = [d for d in dtypes if d == "fp32" or _bf16_supported(dev)]
     fns = {}
     for b in batches:
         for dtype in dtypes:

@@ -83,7 +83,10 @@ class MultiheadAttention(nn.Module):
             bias = None
             for enc, idx in ((self.rpe_k, index), (self.rpe_q, index.t())):
                 if enc is not None:
-                    term = enc.effective_table()[:, idx]
+                    # a gather (its gradient a scatter-add) rather than advanced indexing, whose
+                    # accumulating backward sorts the indices and is slow on GPUs
+                    table = enc.effective_table()
+                    term = torch.gather(table[:, None, :].expand(-1, L, -1), 2, idx.expand(table.shape[0], L, L))
                     bias = term if bias is None else bias + term
             terms["bias"] = bias.unsqueeze(0)
             return terms
