@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         from detr_irpe.benchmark import train_step
 
         t = args if cmd == "train-step" else argparse.Namespace(backbone="resnet50", amp="none", no_memory=False)
-        rows = train_step.run(args.device, t.backbone, repeats=rep or 5, memory=not t.no_memory, as_json=args.json,
+        rows = train_step.run(args.device, t.backbone, repeats=rep or 11, memory=not t.no_memory, as_json=args.json,
                               amp=t.amp)
         step_seconds = rows[0][1]
     if cmd in ("data", "all"):

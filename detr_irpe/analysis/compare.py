@@ -54,13 +54,15 @@ def _read_json(path: Path) -> dict:
 
 def discover_runs(paths) -> tuple[list[Run], str | None]:
     """Every run under ``paths`` (a run folder holds ``log.jsonl``), and the baseline variant a
-    study folder names (``study.json``), if any."""
+    study folder names (``study.json``), if any. Runs of a study come in its variants' order."""
     runs, baseline = [], None
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
         study = _read_json(p / "study.json")
         baseline = baseline or study.get("baseline")
+        order = {name: i for i, name in enumerate(study.get("variants", {}))}
+        found = []
         folders = [p] if (p / "log.jsonl").is_file() else sorted(f.parent for f in p.rglob("log.jsonl"))
         for folder in folders:
             log = read_log(folder)
@@ -72,14 +74,16 @@ def discover_runs(paths) -> tuple[list[Run], str | None]:
             seed_dir = re.fullmatch(r"seed(\d+)", name)
             variant = meta.get("variant") or (folder.parent.name if seed_dir else re.sub(r"[_-]?seed\d+$", "", name))
             seed = meta.get("seed", info.get("seed", int(seed_dir.group(1)) if seed_dir else None))
-            runs.append(Run(folder, variant, seed, log, info))
+            found.append(Run(folder, variant, seed, log, info))
+        runs += sorted(found, key=lambda r: (order.get(r.variant, len(order)), r.seed if r.seed is not None else -1))
     if not runs:
         raise FileNotFoundError(f"no run folders (with a log.jsonl) under {', '.join(map(str, paths))}")
     return runs, baseline
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    # COCO writes -1 for a metric it cannot define (no object of that size): left out
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)) and v >= 0]
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

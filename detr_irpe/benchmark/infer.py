@@ -13,9 +13,11 @@ VARIANTS = {"no iRPE": "", "rpe-2.0-product-ctx-1-k": "rpe-2.0-product-ctx-1-k"}
 
 
 def _bf16_supported(dev: torch.device) -> bool:
+    """bf16 arithmetic in hardware: on CPUs without AVX512-BF16 or AMX autocast only emulates it."""
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return True  # CPU autocast supports bf16 everywhere (fast only with AVX512-BF16 / AMX)
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def _setup(irpe, backbone, batch, height, width, device, dtype, compile_):
@@ -40,7 +42,8 @@ def run(device="cpu", backbone="resnet50", height=800, width=1066, repeats=3, as
         batches=(1, 4), dtypes=("fp32", "bf16")):
     """Print the inference table; returns its rows."""
     dev = torch.device(device)
-    dtypes = [d for d in dtypes if d == "fp32" or _bf16_supported(dev)]
+    skipped = [d for d in dtypes if d != "fp32" and not _bf16_supported(dev)]
+    dtypes = [d for d in dtypes if d not in skipped]
     fns = {}
     for b in batches:
         for dtype in dtypes:
@@ -50,6 +53,7 @@ def run(device="cpu", backbone="resnet50", height=800, width=1066, repeats=3, as
     rows = [[n, b, dtype, times[(n, b, dtype)] * 1e3, b / times[(n, b, dtype)]] for (n, b, dtype) in fns]
     extra = {"machine": machine_description(dev),
              "setting": f"DETR-{backbone}, {height} x {width} inputs (COCO validation size), model + post-processing, "
-                        f"torch.compile {'on' if compile_ else 'off'}, median of {repeats}"}
+                        f"torch.compile {'on' if compile_ else 'off'}, median of {repeats}"
+                        + (f"; {', '.join(skipped)} left out: no hardware support on this device" if skipped else "")}
     print_table("Inference", ["variant", "batch", "dtype", "ms/batch", "images/s"], rows, as_json, extra)
     return rows
