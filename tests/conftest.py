@@ -14,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Tools configure the root logger when they run in-process; each test starts as pytest set it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The team's shared read-only material (reference bucket tables)."""

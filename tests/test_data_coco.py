@@ -248,9 +248,19 @@ def broken_images(tmp_path):
     return folder, ann_file
 
 
-@pytest.mark.parametrize("index,name", [(1, "missing.png"), (2, "trunc.jpg"), (3, "text.png")])
+def test_a_missing_image_fails_at_construction_naming_the_file(broken_images):
+    folder, ann_file = broken_images
+    with pytest.raises(DatasetError) as info:
+        CocoDetection(folder, ann_file)  # before anything reads (or writes) anything
+    message = str(info.value)
+    assert "\n" not in message and str(folder / "missing.png") in message and "image id 2" in message
+    assert "does not exist" in message and "invalid_images=skip" in message
+
+
+@pytest.mark.parametrize("index,name", [(2, "trunc.jpg"), (3, "text.png")])
 def test_unreadable_image_fails_naming_the_file(broken_images, index, name):
     folder, ann_file = broken_images
+    write_image(folder / "missing.png", 20, 10)
     ds = CocoDetection(folder, ann_file)
     with pytest.raises(DatasetError) as info:
         ds[index]
@@ -268,7 +278,7 @@ def test_skip_mode_returns_next_readable_image_and_counts(broken_images, caplog)
         for _ in range(2):
             assert [ds[i][1]["image_id"].item() for i in range(5)] == [1, 5, 5, 5, 5]
     assert ds.skipped_images == 3
-    warned = [r.getMessage() for r in caplog.records]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 3 and all("\n" not in m for m in warned)  # each file logged once
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detr_irpe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
 from detr_irpe.cli import run_main
 from detr_irpe.config import load_config
 from detr_irpe.data.synthetic import ensure_synthetic

@@ -320,7 +320,8 @@ class Trainer:
 
     def _nonfinite(self, losses: dict, loss):
         tc, p = self.cfg.train, self.progress
-        bad = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(losses.items()) if k.startswith("loss") and not math.isfinite(float(v)))
+        bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(losses.items())
+                       if k.startswith("loss") and not math.isfinite(float(v.detach())))
         where = f"epoch {p.epoch + 1}, step {p.step_in_epoch + 1} (update {p.update})"
         self.optimizer.zero_grad(set_to_none=True)
         if tc.on_nonfinite == "skip":
