@@ -27,8 +27,14 @@ def _restore_logging():
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The team's shared read-only material (reference bucket tables)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"shared material not found at {SHARED}")
-    return SHARED
+def irpe_bucket_cases() -> list:
+    """Bucket tables computed by the reference iRPE implementation: the team's shared copy when
+    it is beside the checkout, else the compressed copy in tests/data."""
+    import gzip
+    import json
+
+    shared = SHARED / "data" / "irpe_buckets.json"
+    if shared.is_file():
+        return json.loads(shared.read_text())["cases"]
+    with gzip.open(ROOT / "tests" / "data" / "irpe_buckets.json.gz", "rt") as f:
+        return json.load(f)["cases"]

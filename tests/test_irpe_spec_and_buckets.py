@@ -1,7 +1,5 @@
 """Bucket ids equal the reference implementation's tables; the iRPE spec parses and refuses."""
 
-import json
-
 import pytest
 import torch
 
@@ -9,12 +7,8 @@ from detr_irpe.models.irpe import GRAMMAR, RPESpec, RPESpecError, bucket_ids, ca
 from naive_irpe import bucket as naive_bucket
 
 
-def _cases(shared_dir):
-    return json.loads((shared_dir / "data" / "irpe_buckets.json").read_text())["cases"]
-
-
-def test_bucket_ids_equal_the_reference_tables_for_every_case(shared_dir):
-    cases = _cases(shared_dir)
+def test_bucket_ids_equal_the_reference_tables_for_every_case(irpe_bucket_cases):
+    cases = irpe_bucket_cases
     assert len(cases) == 80
     for case in cases:
         method, key = case["method"], "index"
@@ -28,9 +22,9 @@ def test_bucket_ids_equal_the_reference_tables_for_every_case(shared_dir):
         assert int(ids.max()) < spec.num_buckets and int(ids.min()) >= 0
 
 
-def test_naive_test_buckets_also_equal_the_reference_tables(shared_dir):
+def test_naive_test_buckets_also_equal_the_reference_tables(irpe_bucket_cases):
     # the naive attention of the other tests relies on this pure-Python bucket function
-    for case in _cases(shared_dir):
+    for case in irpe_bucket_cases:
         method = case["method"]
         part = None
         if method.startswith("cross_"):
