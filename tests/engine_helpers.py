@@ -1,5 +1,6 @@
 """Shared set-up of the engine tests: a micro config on a tiny synthetic dataset."""
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -30,3 +31,14 @@ def weights(path: Path) -> dict:
 
 def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tool_main(name: str):
+    """The ``main`` of ``tools/<name>.py`` (tools/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}_cli", ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main

@@ -2,27 +2,20 @@
 per variant with numbers that match the runs' own logs; the plots are real images."""
 
 import csv
-import importlib.util
 import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_helpers import micro, tool_main
 from PIL import Image
 
-from detr_irpe.config import ConfigError, load_config, save_config
 from detr_irpe.analysis.ablation import load_ablation
-from engine_helpers import micro
+from detr_irpe.config import ConfigError, load_config, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def _study_files(tmp_path):
@@ -37,7 +30,7 @@ def _study_files(tmp_path):
 def test_ablation_runs_and_compare_reads_the_answer(tmp_path, capsys):
     ab = _study_files(tmp_path)
     study = tmp_path / "study"
-    ablate, compare = _tool("ablate"), _tool("compare")
+    ablate, compare = tool_main("ablate"), tool_main("compare")
     assert ablate([str(ab), "--study-dir", str(study), "--dry-run"]) == 0
     assert "--config" in capsys.readouterr().out
     assert not (study / "abs").exists()  # a dry run writes nothing

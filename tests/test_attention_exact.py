@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
+from naive_irpe import naive_attention
 
 from detr_irpe.models.attention import MultiheadAttention
 from detr_irpe.models.irpe import RPESpec
-from naive_irpe import naive_attention
 
 H, W, E, HEADS, B = 3, 4, 8, 2, 2
 L = H * W

@@ -4,11 +4,11 @@ import logging
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from detr_irpe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detr_irpe.models import build_model
 from detr_irpe.models.backbone import Backbone, BackboneWeightsError
-from helpers import tiny_config
 
 
 class _Evil:

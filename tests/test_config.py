@@ -4,7 +4,13 @@ import argparse
 
 import pytest
 
-from detr_irpe.config import ConfigError, config_from_reference_args, config_to_dict, load_config, save_config
+from detr_irpe.config import (
+    ConfigError,
+    config_from_reference_args,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 from detr_irpe.models.irpe import RPESpec
 
 

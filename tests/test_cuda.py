@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import micro
 
 from detr_irpe.models.attention import MultiheadAttention
 from detr_irpe.models.irpe import RPESpec
-from engine_helpers import micro
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from engine_helpers import micro, same_weights
+from engine_helpers import micro, same_weights, tool_main
 
 
 def _free_port() -> int:
@@ -61,7 +61,7 @@ def _train(rank, overrides, out):
 
 
 def _evaluate(rank, checkpoint, out):
-    from tools_evaluate import evaluate_main
+    evaluate_main = tool_main("evaluate")
     assert evaluate_main(["--checkpoint", str(checkpoint), "--output-dir", str(out)]) == 0
 
 
@@ -83,7 +83,7 @@ def test_two_process_training_keeps_ranks_identical_and_evaluation_is_world_size
 
     ckpt = out / "checkpoint.pth"
     _run(2, _evaluate, ckpt, tmp_path / "ev2")
-    from tools_evaluate import evaluate_main
+    evaluate_main = tool_main("evaluate")
     assert evaluate_main(["--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "ev1")]) == 0
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     m1 = json.loads((tmp_path / "ev1" / "metrics.json").read_text())

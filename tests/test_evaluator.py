@@ -12,8 +12,15 @@ import torch
 
 from detr_irpe.engine import evaluator as ev_mod
 from detr_irpe.engine.evaluator import (
-    METRIC_NAMES, CocoEvaluator, evaluate_detections, format_metrics_table, format_per_category,
-    load_ground_truth, results_json, write_metrics, write_results,
+    METRIC_NAMES,
+    CocoEvaluator,
+    evaluate_detections,
+    format_metrics_table,
+    format_per_category,
+    load_ground_truth,
+    results_json,
+    write_metrics,
+    write_results,
 )
 
 CATS = {1: "person", 3: "car", 7: "train"}  # non-contiguous ids, as COCO's

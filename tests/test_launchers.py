@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import torch
+from engine_helpers import micro, tool_main
 
 from detr_irpe.config import load_config
 from detr_irpe.data.build import build_dataset, build_loader
 from detr_irpe.models import build_model
-from engine_helpers import micro
-from tools_evaluate import evaluate_main
+
+evaluate_main = tool_main("evaluate")
 
 ROOT = Path(__file__).resolve().parents[1]
 

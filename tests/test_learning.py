@@ -9,6 +9,7 @@ learn while leaving margin for the seed-to-seed spread.
 import json
 
 import torch
+from engine_helpers import micro
 
 from detr_irpe.config import load_config
 from detr_irpe.data.build import build_dataset, build_loader
@@ -16,7 +17,6 @@ from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.engine.evaluation import evaluate
 from detr_irpe.engine.launch import train_main
 from detr_irpe.models import build_model
-from engine_helpers import micro
 
 
 def test_a_short_run_fits_a_tiny_set(tmp_path):

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 import torchvision
+from helpers import tiny_config
 
 from detr_irpe.checkpoint import load_checkpoint, model_from_checkpoint
 from detr_irpe.config import load_config
 from detr_irpe.models import build_model
+from detr_irpe.models.irpe import RPESpec
 from detr_irpe.models.position_encoding import PositionEmbeddingSine
 from detr_irpe.models.transformer import Transformer
-from detr_irpe.models.irpe import RPESpec
-from helpers import tiny_config
 
 
 def _reference_keys(spec: RPESpec | None, enc=6, dec=6, pre_norm=False, learned=False, heads=8, hd=32):

@@ -2,7 +2,6 @@
 onnxruntime parity check), for an abs-only and an iRPE model."""
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -21,19 +20,13 @@ from detr_irpe.config import config_to_dict, load_config
 from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.models import build_model
 from detr_irpe.models.irpe import bucket_ids, cached_index
-from engine_helpers import micro
+from engine_helpers import micro, tool_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tools_{name}_cli", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
-
-predict_main, export_main = _tool("predict"), _tool("export")
+predict_main, export_main = tool_main("predict"), tool_main("export")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +106,7 @@ def test_predict_a_folder_to_coco_results(env, tmp_path, capsys):
 def test_predictions_equal_the_evaluation_path(env, tmp_path):
     """The same images through tools/evaluate.py (batch 1) give the same detections: the
     preprocessing, the model call and the scaling back to original pixels agree."""
-    from tools_evaluate import evaluate_main
+    evaluate_main = tool_main("evaluate")
 
     ck = env["ckpt"]["abs"]
     assert _run(predict_main, ["--checkpoint", ck, "--input", env["data"] / "val", "--output-dir", tmp_path / "p"]) == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import micro, tool_main
 
 from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
 from detr_irpe.cli import run_main
@@ -26,8 +27,8 @@ from detr_irpe.config import load_config
 from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.engine.launch import train_main
 from detr_irpe.engine.trainer import NonFiniteLossError, Trainer
-from engine_helpers import micro
-from tools_evaluate import evaluate_main
+
+evaluate_main = tool_main("evaluate")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from detr_irpe.config import load_config
 from detr_irpe.engine.hooks import Hook
 from detr_irpe.engine.launch import train_main
 from detr_irpe.engine.trainer import Trainer, TrainingInterrupted
-from engine_helpers import micro, same_weights, weights
+from engine_helpers import micro, same_weights, weights, tool_main
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_train_checkpoint_log_and_evaluate(cache, tmp_path):
     # the saved config reproduces the run
     assert load_config(out / "config.yaml").model.irpe is not None
 
-    from tools_evaluate import evaluate_main
+    evaluate_main = tool_main("evaluate")
     assert evaluate_main(["--checkpoint", str(out / "checkpoint.pth"), "--output-dir", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["eval_batch_size"] == 4 and 0 <= metrics["metrics"]["AP"] <= 1

@@ -9,8 +9,13 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from detr_irpe.config import DataConfig
-from detr_irpe.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, RandomSizeCrop, build_transforms,
-                                       resize_shape)
+from detr_irpe.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomSizeCrop,
+    build_transforms,
+    resize_shape,
+)
 
 # non-overlapping filled rectangles (XYXY pixels) on a grey 120x160 image; the label names the colour
 RECTS = {

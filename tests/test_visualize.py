@@ -1,12 +1,12 @@
 """tools/visualize.py: detections, encoder attention and iRPE tables as PNG figures whose content
 comes from the model."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import micro, tool_main
 from PIL import Image
 
 from detr_irpe.analysis import visualize as vis
@@ -17,19 +17,12 @@ from detr_irpe.config import config_to_dict, load_config
 from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.models import build_model
 from detr_irpe.models.irpe import RPESpec
-from engine_helpers import micro
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tools_{name}_cli", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
-
-visualize_main = _tool("visualize")
+visualize_main = tool_main("visualize")
 
 # name -> (iRPE, seed, extra overrides)
 VARIANTS = {
