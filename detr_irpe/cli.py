@@ -67,9 +67,12 @@ def error_line(exc: BaseException) -> str:
 
 
 def run_main(fn, argv=None) -> int:
-    """Run a tool's main; a user error becomes ``error: <one line>`` and exit status 2."""
+    """Run a tool's main; a user error becomes ``error: <one line>`` and exit status 2
+    (``DETR_IRPE_TRACEBACK=1`` in the environment shows the full traceback instead)."""
     try:
         return fn(argv) or 0
     except user_errors() as exc:
+        if os.environ.get("DETR_IRPE_TRACEBACK"):
+            raise
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
