@@ -42,3 +42,22 @@ def tool_main(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.main
+
+
+def micro_checkpoints(root: Path, variants: dict) -> dict:
+    """Checkpoints of micro models with random weights, ``variants``: name -> (irpe spec, seed,
+    extra overrides); returns the root, the checkpoint paths and the synthetic dataset folder."""
+    from detr_irpe.checkpoint import save_checkpoint
+    from detr_irpe.config import config_to_dict, load_config
+    from detr_irpe.data.synthetic import ensure_synthetic
+    from detr_irpe.models import build_model
+
+    cache = root / "synthetic"
+    ckpts = {}
+    for name, (irpe, seed, extra) in variants.items():
+        cfg = load_config(None, micro(cache, root / "run", f"model.irpe={irpe}", "model.num_classes=5", *extra))
+        torch.manual_seed(seed)
+        model, _, _ = build_model(cfg)
+        ckpts[name] = root / f"{name}.pth"
+        save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpts[name])
+    return {"root": root, "ckpt": ckpts, "data": ensure_synthetic(cfg.data.synthetic, progress=False)}

@@ -14,13 +14,9 @@ from pycocotools.coco import COCO
 
 from detr_irpe.analysis import export as export_mod
 from detr_irpe.analysis.predict import load_model
-from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.cli import run_main
-from detr_irpe.config import config_to_dict, load_config
-from detr_irpe.data.synthetic import ensure_synthetic
-from detr_irpe.models import build_model
 from detr_irpe.models.irpe import bucket_ids, cached_index
-from engine_helpers import micro, tool_main
+from engine_helpers import micro_checkpoints, tool_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,17 +27,8 @@ predict_main, export_main = tool_main("predict"), tool_main("export")
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict_export")
-    cache = root / "synthetic"
-    ckpts = {}
-    for name, irpe, seed in (("abs", "", 0), ("irpe", "rpe-2.0-product-ctx-1-k", 1)):
-        cfg = load_config(None, micro(cache, root / "run", f"model.irpe={irpe}", "model.num_classes=5"))
-        torch.manual_seed(seed)
-        model, _, _ = build_model(cfg)
-        ckpts[name] = root / f"{name}.pth"
-        save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpts[name])
-    data = ensure_synthetic(cfg.data.synthetic, progress=False)
-    return {"root": root, "ckpt": ckpts, "data": data}
+    return micro_checkpoints(tmp_path_factory.mktemp("predict_export"),
+                             {"abs": ("", 0, ()), "irpe": ("rpe-2.0-product-ctx-1-k", 1, ())})
 
 
 def _run(main, argv) -> int:

@@ -6,16 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import micro, tool_main
+from engine_helpers import micro_checkpoints, tool_main
 from PIL import Image
 
 from detr_irpe.analysis import visualize as vis
 from detr_irpe.analysis.predict import Predictor, load_model, read_image
-from detr_irpe.checkpoint import save_checkpoint
 from detr_irpe.cli import run_main
-from detr_irpe.config import config_to_dict, load_config
-from detr_irpe.data.synthetic import ensure_synthetic
-from detr_irpe.models import build_model
 from detr_irpe.models.irpe import RPESpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,17 +36,7 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Checkpoints of micro models (random weights, one seed each) and the synthetic dataset."""
-    root = tmp_path_factory.mktemp("visualize")
-    cache = root / "synthetic"
-    ckpts = {}
-    for name, (irpe, seed, extra) in VARIANTS.items():
-        cfg = load_config(None, micro(cache, root / "run", f"model.irpe={irpe}", "model.num_classes=5", *extra))
-        torch.manual_seed(seed)
-        model, _, _ = build_model(cfg)
-        ckpts[name] = root / f"{name}.pth"
-        save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpts[name])
-    data = ensure_synthetic(cfg.data.synthetic, progress=False)
-    return {"root": root, "ckpt": ckpts, "data": data}
+    return micro_checkpoints(tmp_path_factory.mktemp("visualize"), VARIANTS)
 
 
 def _png(path: Path) -> np.ndarray:
