@@ -58,9 +58,11 @@ def test_ablation_runs_and_compare_reads_the_answer(tmp_path, capsys):
         assert int(r["parameters"]) == info["parameters"] and int(r["irpe_parameters"]) == info["irpe_parameters"]
     assert int(rows[0]["irpe_parameters"]) == 0 and int(rows[1]["irpe_parameters"]) > 0
     assert abs(float(rows[0]["delta_AP"])) == 0.0
+    assert rows[1]["paired_AP_seeds"] == "2" and rows[1]["paired_AP_verdict"]
     md = (tmp_path / "t.md").read_text()
-    assert md.count("\n") == 4 and "dAP vs abs" in md and "| abs_rel | 2 |" in md
-    for name in ("ap_vs_epoch.png", "losses.png", "final_ap.png"):
+    assert "dAP vs abs [95% CI]" in md and "| abs_rel | 2 |" in md and "| abs_rel | AP75 | 2 |" in md
+    assert "for ±1 AP (abs_rel vs abs)" in md
+    for name in ("ap_vs_epoch.png", "losses.png", "final_ap.png", "paired_differences.png"):
         with Image.open(study / name) as im:
             assert im.size == (800, 500) and len(np.unique(np.asarray(im.convert("L")))) > 10
 
