@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from .utils.io import atomic_write
+from .errors import UserError
 
 #: the classes a checkpoint may contain beyond what weights_only loading allows by default
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
@@ -95,22 +96,33 @@ def config_of_checkpoint(ckpt: dict, base=None):
     raise CheckpointError("checkpoint carries neither a 'config' nor reference 'args'; pass a config file")
 
 
-def model_from_checkpoint(path: str | os.PathLike, cfg=None):
-    """Build (model, criterion, postprocessors, cfg) and load the checkpoint's weights. Without
-    ``cfg`` the architecture comes from the checkpoint itself."""
-    from .models import build_model
+def checkpoint_config(path: str | os.PathLike, config: str | os.PathLike | None = None, overrides=()):
+    """(Config, checkpoint) to rebuild a checkpoint's model: its stored config (this project's
+    ``config`` or the reference's ``args``), or ``config`` when given, with ``key=value``
+    overrides. The class count comes from the checkpoint's head when the checkpoint does not
+    state it (the reference derives it from the dataset), and the backbone from the weights."""
+    from .config import apply_overrides, load_config
 
     ckpt = load_checkpoint(path)
+    if config:
+        cfg = load_config(config, list(overrides))
+    else:
+        cfg = apply_overrides(config_of_checkpoint(ckpt), list(overrides), f"checkpoint {path}")
     n = _num_classes_of(ckpt["model"])
-    if cfg is None:
-        cfg = config_of_checkpoint(ckpt)
-        if "config" not in ckpt and n is not None:
-            cfg.model.num_classes = n  # the reference computes it from the dataset, not an option
-    elif cfg.model.num_classes is None and n is not None:
+    if n is not None and ("config" not in ckpt or cfg.model.num_classes is None):
         cfg.model.num_classes = n
     cfg.model.backbone.weights = "none"
+    return cfg, ckpt
+
+
+def model_from_checkpoint(path: str | os.PathLike, config: str | os.PathLike | None = None, overrides=()):
+    """Build (model, criterion, postprocessors, cfg) and load the checkpoint's weights strictly.
+    Without ``config`` the architecture comes from the checkpoint itself."""
+    from .models import build_model
+
+    cfg, ckpt = checkpoint_config(path, config, overrides)
     model, criterion, post = build_model(cfg)
-    load_state_dict(model, ckpt["model"], source=str(path))
+    load_state_dict(model, ckpt["model"], source=f"checkpoint {path}")
     return model, criterion, post, cfg
 
 

@@ -1,59 +1,65 @@
-"""Shared command-line plumbing of the tools: logging set-up and one-line error reporting."""
+"""Command-line plumbing shared by every command: parsing with ``key=value`` overrides anywhere
+among the options, and reporting a user error as one line."""
 
 from __future__ import annotations
 
-import collections
-import logging
+import argparse
 import os
+import re
 import sys
 
+#: a config override on the command line: ``section.key=value``
+OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*=")
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def setup_logging(main: bool = True) -> None:
-    """INFO on the main process, warnings elsewhere, to the console. Records are also held in
-    memory until add_file_log names the run's log file (which does not exist before the run's
-    input has been checked), so that the file holds them too."""
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING, format=_FORMAT, datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stderr), _EarlyRecords()], force=True)
+OVERRIDES_HELP = ("key=value config overrides (e.g. data.root=/data/coco train.epochs=50) may appear anywhere "
+                  "among the options")
 
 
-class _EarlyRecords(logging.Handler):
-    """The latest records, kept for the log file a run creates once its input is checked."""
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never guesses an option from its prefix and that reports a bad
+    command line as one ``error:`` line with exit status 2."""
 
-    def __init__(self, capacity: int = 10_000):
-        super().__init__()
-        self.buffer = collections.deque(maxlen=capacity)
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
-    def emit(self, record):
-        self.buffer.append(record)
-
-
-def add_file_log(path: str | os.PathLike) -> None:
-    """Also log to ``path`` (appending: a resumed run continues its log), starting with the
-    records logged since setup_logging."""
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
-    root = logging.getLogger()
-    for early in [h for h in root.handlers if isinstance(h, _EarlyRecords)]:
-        for record in early.buffer:
-            handler.handle(record)
-        early.buffer.clear()
-        root.removeHandler(early)
-    root.addHandler(handler)
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
-#: errors that are the user's input, reported as one line without a traceback
-def user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data.coco import DatasetError
-    from .models.backbone import BackboneWeightsError
-    from .engine.trainer import NonFiniteLossError
+def parse_command_line(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse ``argv`` with positionals (the ``key=value`` overrides among them) allowed anywhere among
+    the options; a token in ``overrides`` that is not ``key=value`` is refused."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is not None and argv and argv[0] in sub.choices:
+        # a command with sub-commands: the sub-command's own parser takes the rest
+        args = parse_command_line(sub.choices[argv[0]], argv[1:])
+        setattr(args, sub.dest, argv[0])
+        return args
+    if sub is not None:
+        return parser.parse_args(argv)  # help, or an unknown / missing sub-command: argparse's message
+    args = parser.parse_intermixed_args(argv)
+    if hasattr(args, "overrides"):
+        # an option with an optional value (a bare ``--resume``) must not swallow the override after it
+        taken = list(args.overrides)
+        for action in parser._actions:
+            value = getattr(args, action.dest, None)
+            if action.nargs == "?" and isinstance(value, str) and OVERRIDE.match(value) and not os.path.exists(value):
+                setattr(args, action.dest, action.const)
+                taken.append(value)
+        args.overrides = [t for t in argv if t in taken]
+    bad = [t for t in getattr(args, "overrides", None) or [] if not OVERRIDE.match(t)]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides are key=value)")
+    return args
 
-    return (ConfigError, CheckpointError, DatasetError, BackboneWeightsError, NonFiniteLossError, FileExistsError,
-            PermissionError, FileNotFoundError, OSError, ValueError)
+
+def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``key=value`` config overrides, accepted anywhere among the options."""
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
 
 
 def error_line(exc: BaseException) -> str:
@@ -67,11 +73,14 @@ def error_line(exc: BaseException) -> str:
 
 
 def run_main(fn, argv=None) -> int:
-    """Run a tool's main; a user error becomes ``error: <one line>`` and exit status 2
-    (``DETR_IRPE_TRACEBACK=1`` in the environment shows the full traceback instead)."""
+    """Run a command's main; a user error (detr_irpe.errors.UserError) becomes ``error: <one line>``
+    and exit status 2 (``DETR_IRPE_TRACEBACK=1`` shows the traceback instead). Any other exception
+    is a bug: its traceback is shown and the status is 1."""
+    from .errors import UserError
+
     try:
         return fn(argv) or 0
-    except user_errors() as exc:
+    except UserError as exc:
         if os.environ.get("DETR_IRPE_TRACEBACK"):
             raise
         print(f"error: {error_line(exc)}", file=sys.stderr)

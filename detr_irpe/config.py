@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .models.irpe import RPESpec, RPESpecError
+from .errors import UserError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
 NORMS = ("frozen_bn", "bn", "gn")
@@ -29,12 +30,40 @@ POSITION_EMBEDDINGS = ("sine", "learned", "none")
 KERNELS = ("auto", "plain", "fused", "sdpa")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message names the file, key and expectation."""
 
 
+class Section:
+    """A config section; once frozen (see :func:`freeze`) setting a field is an error, so that a
+    resolved config is a value decided once."""
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(f"the resolved config is read-only (setting {type(self).__name__}.{name}); "
+                                 f"give the value as an override before the config is resolved")
+        object.__setattr__(self, name, value)
+
+
+def freeze(cfg):
+    """Make ``cfg`` and its sections read-only (lists become tuples); returns ``cfg``."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, Section):
+            freeze(value)
+        elif isinstance(value, list):
+            object.__setattr__(cfg, f.name, tuple(value))
+    object.__setattr__(cfg, "_frozen", True)
+    return cfg
+
+
+def is_frozen(cfg) -> bool:
+    """Whether ``cfg`` was resolved (see :func:`freeze`)."""
+    return bool(cfg.__dict__.get("_frozen"))
+
+
 @dataclass
-class BackboneConfig:
+class BackboneConfig(Section):
     name: str = "resnet50"
     #: imagenet (torchvision weights, from the local torch hub cache), none, or a file path
     weights: str = "imagenet"
@@ -62,7 +91,7 @@ class BackboneConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     position_embedding: str = "sine"
     #: False removes the absolute encoding from the encoder only ("relative only")
@@ -77,8 +106,10 @@ class ModelConfig:
     pre_norm: bool = False
     num_queries: int = 100
     aux_loss: bool = True
-    #: largest category id + 1; null takes it from the training dataset
+    #: largest category id + 1; null takes it from the training dataset (or from the weights)
     num_classes: int | None = 91
+    #: class names by class id ("" where no class); null takes them from the dataset
+    class_names: list[str] | None = None
     #: attention kernel: auto, plain, fused or sdpa (see detr_irpe.models.attention)
     attention_kernel: str = "auto"
 
@@ -102,7 +133,7 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Section):
     set_cost_class: float = 1.0
     set_cost_bbox: float = 5.0
     set_cost_giou: float = 2.0
@@ -119,7 +150,7 @@ class LossConfig:
 
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(Section):
     """The built-in synthetic COCO-format dataset (see detr_irpe.data.synthetic)."""
 
     #: where generated datasets are cached (one subfolder per parameter set)
@@ -148,7 +179,7 @@ class SyntheticConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     #: coco (a COCO-format folder) or synthetic (the built-in dataset, generated on first use)
     dataset: str = "synthetic"
     #: COCO layout root: train2017/, val2017/, annotations/instances_{train,val}2017.json
@@ -200,7 +231,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     output_dir: str = "outputs/run"
     epochs: int = 150
     #: epoch after which the learning rate is multiplied by 0.1
@@ -259,7 +290,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
     #: images per process per evaluation batch; padding changes AP slightly, so every reported
     #: number records it (the reference evaluates with its training batch size, 2)
     batch_size: int = 2
@@ -274,7 +305,7 @@ class EvalConfig:
 
 
 @dataclass
-class Config:
+class Config(Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -287,12 +318,43 @@ class Config:
 # loading
 
 
+def config_dir() -> Path:
+    """The shipped configs: ``detr_irpe/configs`` in an installed package, ``configs/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if installed.is_dir() else here.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``tiny/abs_irpe``, ``detr_r50_150e``, ...)."""
+    root = config_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
+def find_config(name: str | os.PathLike) -> Path:
+    """A config file by path, or by the name of a shipped config (with or without ``.yaml``, with or
+    without a leading ``configs/``)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    text = Path(name).as_posix()
+    text = text[len("configs/"):] if text.startswith("configs/") else text
+    for candidate in (config_dir() / text, config_dir() / f"{text}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = shipped_configs()
+    near = difflib.get_close_matches(text.removesuffix(".yaml"), names, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else f"; shipped configs: {', '.join(names)}"
+    raise ConfigError(f"config file {name} does not exist and is not the name of a shipped config{hint}")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (with its ``_base_`` files), apply ``key=value`` overrides, validate."""
+    """Read a YAML config (a path or a shipped config's name, with its ``_base_`` files), apply
+    ``key=value`` overrides, validate."""
     data: dict = {}
     source = "defaults"
     if path is not None:
-        data = _read_yaml_tree(Path(path), [])
+        data = _read_yaml_tree(find_config(path), [])
         source = str(path)
     for item in overrides:
         _apply_override(data, item)

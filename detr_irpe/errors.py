@@ -18,3 +18,7 @@ class DeviceError(UserError):
 
 class OutputError(UserError):
     """An output path that cannot be written (a folder that holds a run, no permission, full disk)."""
+
+
+class UsageError(UserError):
+    """A command-line value that cannot be used (outside the config)."""

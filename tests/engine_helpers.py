@@ -1,6 +1,5 @@
 """Shared set-up of the engine tests: a micro config on a tiny synthetic dataset."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -33,15 +32,11 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def tool_main(name: str):
-    """The ``main`` of ``tools/<name>.py`` (tools/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}_cli", ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    """The ``main`` of command ``name`` (``detr-irpe <name>``, also ``tools/<name>.py``)."""
+    from detr_irpe.commands import command_module
+
+    return command_module(name).main
 
 
 def micro_checkpoints(root: Path, variants: dict) -> dict:

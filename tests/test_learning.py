@@ -15,8 +15,9 @@ from detr_irpe.config import load_config
 from detr_irpe.data.build import build_dataset, build_loader
 from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.engine.evaluation import evaluate
-from detr_irpe.engine.launch import train_main
+from detr_irpe.commands.train import main as train_main
 from detr_irpe.models import build_model
+from detr_irpe.resolve import resolve_config
 
 
 def test_a_short_run_fits_a_tiny_set(tmp_path):
@@ -32,7 +33,8 @@ def test_a_short_run_fits_a_tiny_set(tmp_path):
     cfg = load_config(None, overrides)
     torch.manual_seed(cfg.train.seed)
     val = build_dataset(cfg, "val")
-    model, _, post = build_model(cfg, num_classes=val.num_classes)
+    cfg = resolve_config(cfg, dataset=val)
+    model, _, post = build_model(cfg)
     untrained = evaluate(model, post["bbox"], build_loader(val, cfg, train=False), val.coco, torch.device("cpu"),
                          progress=False)["AP50"]
     assert untrained < 0.05

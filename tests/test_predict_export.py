@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from detr_irpe.analysis import export as export_mod
-from detr_irpe.analysis.predict import load_model
+from detr_irpe.hub.loader import load_model
 from detr_irpe.cli import run_main
 from detr_irpe.models.irpe import bucket_ids, cached_index
 from engine_helpers import micro_checkpoints, tool_main

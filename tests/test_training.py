@@ -8,7 +8,7 @@ import torch
 
 from detr_irpe.config import load_config
 from detr_irpe.engine.hooks import Hook
-from detr_irpe.engine.launch import train_main
+from detr_irpe.commands.train import main as train_main
 from detr_irpe.engine.trainer import Trainer, TrainingInterrupted
 from engine_helpers import micro, same_weights, weights, tool_main
 

@@ -10,7 +10,8 @@ from engine_helpers import micro_checkpoints, tool_main
 from PIL import Image
 
 from detr_irpe.analysis import visualize as vis
-from detr_irpe.analysis.predict import Predictor, load_model, read_image
+from detr_irpe.analysis.predict import Predictor, read_image
+from detr_irpe.hub.loader import load_model
 from detr_irpe.cli import run_main
 from detr_irpe.models.irpe import RPESpec
 

@@ -1,90 +1,12 @@
 #!/usr/bin/env python
-"""Run an ablation: every variant x seed of an ablation file into its own folder of one study.
+"""Run an ablation study (= `detr-irpe ablate`; see --help)."""
 
-  python tools/ablate.py configs/ablations/tiny_position.yaml
-  python tools/ablate.py configs/ablations/coco_position.yaml --launcher slurm --nodes 1 --gpus-per-node 8 \\
-      data.root=/data/coco
-  python tools/ablate.py configs/ablations/coco_method.yaml --launcher torchrun --nproc-per-node 8 --dry-run
-
-Locally runs go one after another (--parallel N for more at once); finished runs are skipped and
-interrupted ones resumed, so the same command continues a study. Then: tools/compare.py STUDY_DIR.
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
-from detr_irpe.cli import run_main, setup_logging  # noqa: E402
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ablation", help="ablation file (configs/ablations/*.yaml)")
-    parser.add_argument("--study-dir", help="study folder (default: outputs/ablations/<name>)")
-    parser.add_argument("--launcher", choices=["local", "torchrun", "slurm"], default="local")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants")
-    parser.add_argument("--parallel", type=int, default=1, help="local: runs at once (threads split between them)")
-    parser.add_argument("--nproc-per-node", type=int, default=1, help="torchrun: processes per run")
-    parser.add_argument("--nodes", type=int, default=1, help="slurm: nodes per run")
-    parser.add_argument("--gpus-per-node", type=int, default=8, help="slurm: GPUs (tasks) per node")
-    parser.add_argument("--partition", help="slurm partition")
-    parser.add_argument("--timeout-min", type=int, default=4320, help="slurm time limit per job")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run")
-    args = parser.parse_args(argv)
-    setup_logging()
-
-    from detr_irpe.analysis.ablation import load_ablation, run_specs, shell_command, write_study
-    from detr_irpe.engine.runs import ROOT, run_local, run_state
-
-    ab = load_ablation(args.ablation)
-    study = Path(args.study_dir or f"outputs/ablations/{ab.name}")
-    specs = run_specs(ab, study, args.overrides, args.only)
-    if args.only and not specs:
-        raise ValueError(f"--only {' '.join(args.only)}: no such variant in {args.ablation} ({', '.join(ab.variants)})")
-    print(f"study {ab.name}: {len(ab.variants)} variants x {len(ab.seeds)} seeds = {len(specs)} runs in {study}")
-    commands = {}
-    for spec in specs:
-        cmd = spec.command()
-        if args.launcher == "torchrun":
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
-                   *cmd[1:]]
-        elif args.launcher == "slurm":
-            cmd = [sys.executable, str(ROOT / "tools" / "submit.py"), f"--nodes={args.nodes}",
-                   f"--gpus-per-node={args.gpus_per_node}", f"--timeout-min={args.timeout_min}",
-                   f"--job-dir={spec.output_dir / 'submitit'}", f"--name={ab.name}-{spec.name.replace('/', '-')}",
-                   *([f"--partition={args.partition}"] if args.partition else []), *cmd[2:]]
-        commands[spec.name] = cmd
-    if args.dry_run:
-        for spec in specs:
-            print(f"# {spec.name} [{run_state(spec.output_dir, spec.epochs)}]")
-            print(shell_command(commands[spec.name]))
-        return 0
-    write_study(ab, study, specs)
-    if args.launcher == "local":
-        threads = max(1, (os.cpu_count() or 1) // max(1, args.parallel))
-        status = run_local(specs, parallel=args.parallel, threads=threads)
-    else:
-        status = {}
-        for spec in specs:
-            if run_state(spec.output_dir, spec.epochs) == "done":
-                print(f"{spec.name}: done")
-                continue
-            print(f"{spec.name}: {shell_command(commands[spec.name])}")
-            status[spec.name] = subprocess.call(commands[spec.name], cwd=ROOT)
-    failed = [n for n, s in status.items() if s]
-    if failed:
-        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    print(f"done; compare with: python tools/compare.py {study}")
-    return 0
-
+from detr_irpe.commands import run_tool  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_tool("ablate"))

@@ -1,123 +1,12 @@
 #!/usr/bin/env python
-"""Figures of trained checkpoints, written as PNG files (matplotlib, Agg; no window is opened).
+"""Figures of models: detections, encoder attention, iRPE tables (= `detr-irpe visualize`; see --help)."""
 
-  # detections on images: a file, a folder, or the first N images of the configured val split
-  python tools/visualize.py predictions --checkpoint ck.pth --images photos/ --out preds.png
-  python tools/visualize.py predictions --checkpoint ck.pth --val 8 --score-threshold 0.5 --out val.png
-
-  # encoder self-attention of the token under pixel (x, y), per layer and head; two checkpoints
-  # (e.g. abs-only and iRPE) side by side
-  python tools/visualize.py attention --checkpoint abs.pth --checkpoint irpe.pth --image cat.jpg \\
-      --x 320 --y 200 --out attention.png
-  python tools/visualize.py attention --checkpoint irpe.pth --val-index 3 --out attention.png
-
-  # the learned iRPE tables of every encoder layer over relative offsets
-  python tools/visualize.py rpe --checkpoint irpe.pth --out rpe.png
-
-The model comes from the checkpoint's stored configuration (or --config); key=value overrides
-change it, e.g. data.root=/data/coco for --val, or data.val_size=800 for the resize the model sees.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
-from detr_irpe.cli import run_main, setup_logging  # noqa: E402
-
-
-def _common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
-    if multiple:
-        p.add_argument("--checkpoint", required=True, action="append",
-                       help="checkpoint file (.pth); give it twice to compare two models side by side")
-    else:
-        p.add_argument("--checkpoint", required=True, help="checkpoint file (.pth)")
-    p.add_argument("--out", required=True, help="the PNG file to write")
-    p.add_argument("--config", help="YAML config; without it the checkpoint's own configuration is used")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=/data/coco")
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("predictions", help="detections drawn on images")
-    _common(p)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="an image file or a folder of images")
-    src.add_argument("--val", type=int, metavar="N", help="the first N images of the configured val split")
-    p.add_argument("--start", type=int, default=0, help="with --val: index of the first val image (default 0)")
-    p.add_argument("--max-images", type=int, default=16, help="at most this many images of a folder (default 16)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="draw detections with score >= this (0.5)")
-    p.add_argument("--annotations", help="COCO JSON whose categories name the classes "
-                                         "(default: the config's val annotations, or COCO names)")
-    p.add_argument("--columns", type=int, default=4, help="images per row of the figure (default 4)")
-
-    p = sub.add_parser("attention", help="encoder self-attention of one pixel's token, per layer and head")
-    _common(p, multiple=True)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", help="an image file")
-    src.add_argument("--val-index", type=int, metavar="I", help="image I of the configured val split")
-    p.add_argument("--x", type=float, help="pixel column in the original image (default: the centre)")
-    p.add_argument("--y", type=float, help="pixel row in the original image (default: the centre)")
-    p.add_argument("--labels", nargs="+", help="titles of the checkpoints (default: file name and iRPE)")
-
-    p = sub.add_parser("rpe", help="the learned iRPE tables of each encoder layer over relative offsets")
-    _common(p)
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    setup_logging()
-    from detr_irpe.analysis import visualize as vis
-    from detr_irpe.analysis.predict import Predictor, class_names, list_inputs, load_model, read_image
-
-    if Path(args.out).suffix.lower() != ".png":
-        raise ValueError(f"--out {args.out}: figures are written as PNG; give a file name ending in .png")
-    if args.command == "predictions":
-        if args.images:
-            files, _ = list_inputs(args.images)  # before the model: a missing path is reported first
-        loaded = load_model(args.checkpoint, args.config, args.overrides, args.device)
-        names = class_names(loaded.cfg, args.annotations)
-        if args.images:
-            items = vis.file_items(files, args.max_images)
-        else:
-            if args.val <= 0:
-                raise ValueError(f"--val must be > 0, got {args.val}")
-            items = vis.val_items(loaded, args.val, args.start)
-        panels = vis.detection_panels(Predictor(loaded), items, args.score_threshold)
-        fig = vis.predictions_figure(panels, names, loaded.label, args.columns)
-    elif args.command == "attention":
-        if len(args.checkpoint) > 2:
-            raise ValueError(f"attention compares at most two checkpoints, got {len(args.checkpoint)}")
-        if args.labels and len(args.labels) != len(args.checkpoint):
-            raise ValueError(f"--labels gives {len(args.labels)} title(s) for {len(args.checkpoint)} checkpoint(s)")
-        models = [load_model(c, args.config, args.overrides, args.device) for c in args.checkpoint]
-        if args.image:
-            image, name = read_image(args.image), Path(args.image).name
-        else:
-            name, image, _ = vis.val_items(models[0], 1, args.val_index)[0]
-        h, w = image.shape[-2:]
-        x = (w - 1) / 2 if args.x is None else args.x
-        y = (h - 1) / 2 if args.y is None else args.y
-        labels = args.labels or [m.label for m in models]
-        entries = [(label, image, vis.attention_maps(Predictor(m), image, x, y)) for label, m in zip(labels, models)]
-        fig = vis.attention_figure(entries, f"encoder self-attention of the token under pixel ({x:g}, {y:g}) of {name}")
-    else:
-        loaded = load_model(args.checkpoint, args.config, args.overrides, args.device)
-        tables = vis.rpe_tables(loaded.model, f"checkpoint {args.checkpoint}")
-        fig = vis.rpe_figure(tables, loaded.label)
-    out = vis.save_figure(fig, args.out)
-    width, height = fig.canvas.get_width_height()
-    print(json.dumps({"figure": str(out), "width": width, "height": height}))
-    return 0
-
+from detr_irpe.commands import run_tool  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_tool("visualize"))

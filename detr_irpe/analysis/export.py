@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .export_options import ATOL, EXPORTERS, RTOL
+
 log = logging.getLogger(__name__)
 
-EXPORTERS = ("dynamo", "torchscript")
 INPUT = "images"
 OUTPUTS = ("pred_logits", "pred_boxes")
-ATOL, RTOL = 1e-4, 1e-3
 #: the opset of the legacy exporter (the dynamo exporter picks its own, currently 18 or later)
 TORCHSCRIPT_OPSET = 17
 

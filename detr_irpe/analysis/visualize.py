@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .predict import LoadedModel, Prediction, Predictor, colour_of, name_of, read_image
+from .drawing import colour_of, name_of
+from .predict import Prediction, Predictor, read_image
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def attention_maps(predictor: Predictor, image: torch.Tensor, x: float, y: float
     pred = predictor(image, need_weights=True)
     weights = pred.outputs["encoder_attention"]
     if not weights:
-        raise ValueError(f"checkpoint {predictor.loaded.checkpoint} has no encoder layers (model.enc_layers=0)")
+        raise ValueError(f"checkpoint {predictor.loaded.source} has no encoder layers (model.enc_layers=0)")
     fh, fw = pred.outputs["feature_shape"]
     (hr, wr), (hp, wp) = pred.input_size, pred.padded_size
     sy, sx = hp / fh, wp / fw  # feature stride in resized-image pixels
@@ -402,7 +403,7 @@ def file_items(files: Sequence[Path], limit: int) -> list[tuple[str, torch.Tenso
     return items
 
 
-def val_items(loaded: LoadedModel, count: int, start: int = 0) -> list[tuple[str, torch.Tensor, dict]]:
+def val_items(loaded, count: int, start: int = 0) -> list[tuple[str, torch.Tensor, dict]]:
     """``count`` images of the config's val split from index ``start`` (uint8 CHW, target with xyxy
     boxes and category ids), titled by file name."""
     from ..data.build import build_dataset

@@ -20,16 +20,16 @@ from .synthetic import synthetic_paths
 from .transforms import build_transforms
 
 
-def build_dataset(cfg, split: str, num_classes: int | None = None, transforms: bool = True) -> "AugmentedDataset":
-    """The ``train`` or ``val`` split of ``cfg.data`` with its transforms."""
+def build_dataset(cfg, split: str, transforms: bool = True) -> "AugmentedDataset":
+    """The ``train`` or ``val`` split of ``cfg.data`` with its transforms; category ids are checked
+    against ``model.num_classes`` (null: the split's largest id + 1)."""
     data = cfg.data
     if data.dataset == "synthetic":
         images, annotations = synthetic_paths(data.synthetic, split)
     else:
         images, annotations = coco_paths(data, split)
-    n = cfg.model.num_classes if cfg.model.num_classes is not None else num_classes
     base = CocoDetection(images, annotations, transforms=None, train=split == "train",
-                         invalid_images=data.invalid_images, num_classes=n)
+                         invalid_images=data.invalid_images, num_classes=cfg.model.num_classes)
     tf = build_transforms(data, train=split == "train") if transforms else None
     return AugmentedDataset(base, tf, cfg.train.seed)
 

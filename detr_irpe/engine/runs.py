@@ -1,4 +1,4 @@
-"""Running several training runs on one machine: each a tools/train.py process into its own output
+"""Running several training runs on one machine: each a ``detr-irpe train`` process into its own output
 folder, finished runs skipped, interrupted ones resumed. Used by the demo and by ablations."""
 
 from __future__ import annotations
@@ -17,7 +17,18 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
+#: the folder that holds the detr_irpe package: on the children's PYTHONPATH, so that
+#: ``python -m detr_irpe`` runs this copy of the code, installed or not
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def child_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a child process running ``python -m detr_irpe``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT), *filter(None, [env.get("PYTHONPATH")])])
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
 @dataclass
@@ -31,7 +42,7 @@ class RunSpec:
     overrides: list[str] = field(default_factory=list)
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(self.config),
+        cmd = [sys.executable, "-m", "detr_irpe", "train", "--config", str(self.config),
                *self.overrides, f"train.output_dir={self.output_dir}"]
         if run_state(self.output_dir, self.epochs) == "partial":
             cmd += ["--resume", "auto"]
@@ -67,9 +78,7 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
     """Run the specs as subprocesses, ``parallel`` at a time, each with ``threads`` CPU threads;
     console output goes to ``<output_dir>/console.log``. Returns each run's exit status (0 for
     runs already done). An interruption (Ctrl-C) stops the children, which save their state."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+    env = child_env(threads)
     pending = [s for s in specs if run_state(s.output_dir, s.epochs) != "done"]
     status = {s.name: 0 for s in specs if s not in pending}
     for s in specs:
@@ -87,7 +96,7 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
                 console = open(spec.output_dir / "console.log", "a")
                 log.info("%s: %s", spec.name, " ".join(spec.command()[1:]))
                 running[spec.name] = (subprocess.Popen(spec.command(), stdout=console, stderr=subprocess.STDOUT,
-                                                       env=env, cwd=ROOT), spec)
+                                                       env=env), spec)
             time.sleep(poll_s)
             for name, (proc, spec) in list(running.items()):
                 if proc.poll() is not None:

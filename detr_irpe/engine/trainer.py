@@ -16,19 +16,21 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..cli import add_file_log
+from ..utils.logs import add_file_log
 from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint
 from ..config import Config, config_to_dict, save_config
 from ..models import build_model
+from ..resolve import resolve_config
 from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
 from .evaluation import autocast_context, to_device
 from .optim import LRSchedule, build_optimizer
 from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """A loss that is NaN or infinite; the message names the step and the loss terms."""
 
 
@@ -57,7 +59,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, resume: str | None = None, init_from: str | None = None,
-                 dist_info: DistInfo | None = None, hooks=None):
+                 dist_info: DistInfo | None = None, hooks=None, eval_only: bool = False):
         from ..data.build import build_dataset, build_loader
         from .hooks import default_hooks
 
@@ -69,14 +71,13 @@ class Trainer:
             raise ValueError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
         self.out = Path(tc.output_dir).expanduser()
         self.progress = Progress()
-        self._check_output(resume)
+        if not eval_only:
+            self._check_output(resume)
         seed_everything(tc.seed + self.dist.rank)
 
         self.train_set = build_dataset(cfg, "train")
-        self.val_set = build_dataset(cfg, "val", num_classes=self.train_set.num_classes)
-        num_classes = cfg.model.num_classes or self.train_set.num_classes
-        if cfg.model.num_classes is None:
-            cfg.model.num_classes = num_classes
+        self.cfg = cfg = resolve_config(cfg, dataset=self.train_set, source=f"config of {self.out}")
+        self.val_set = build_dataset(cfg, "val")
         self.train_loader = build_loader(self.train_set, cfg, train=True, world_size=self.dist.world_size,
                                          rank=self.dist.rank)
         self.val_loader = build_loader(self.val_set, cfg, train=False, world_size=self.dist.world_size,
@@ -144,8 +145,11 @@ class Trainer:
             add_file_log(self.out / "train.log")
         barrier()
 
-    def _init_from(self, path: str) -> None:
-        state = load_checkpoint(path)["model"]
+    def _init_from(self, source: str) -> None:
+        from ..hub.loader import open_source
+
+        path = source
+        state = dict(open_source(source).state)
         own = self.model.state_dict()
         head = [k for k in ("class_embed.weight", "class_embed.bias") if k in state and k in own]
         if head and state[head[0]].shape != own[head[0]].shape:
@@ -223,6 +227,18 @@ class Trainer:
         finally:
             self._restore_signal_handlers()
         return record
+
+    def evaluate_only(self) -> dict:
+        """COCO AP of the current weights on the val split, printed and returned (writes nothing)."""
+        from .evaluation import evaluate
+        from .evaluator import format_metrics_table
+
+        tc, ec = self.cfg.train, self.cfg.eval
+        metrics = evaluate(self.model, self.postprocess, self.val_loader, self.val_set.coco, self.device, tc.amp,
+                           ec.backend, ec.per_category, progress=sys.stderr.isatty(), channels_last=tc.channels_last)
+        if self.is_main:
+            print(format_metrics_table(metrics))
+        return metrics
 
     def train_one_epoch(self) -> dict:
         tc, p = self.cfg.train, self.progress

@@ -16,17 +16,17 @@ __all__ = ["build_model", "DETR", "MultiheadAttention", "RPESpec", "SetCriterion
            "PostProcess", "Transformer", "pad_images"]
 
 
-def build_model(cfg, num_classes: int | None = None):
+def build_model(cfg):
     """Build (model, criterion, {"bbox": PostProcess}) from a Config (or its ``model`` section
-    with default loss). ``num_classes`` fills in ``model.num_classes`` when that is null."""
+    with default loss) whose class count is known (see detr_irpe.resolve.resolve_config)."""
+    from ..config import ConfigError, LossConfig
+
     mcfg = getattr(cfg, "model", cfg)
-    lcfg = getattr(cfg, "loss", None)
-    if lcfg is None:
-        from ..config import LossConfig
-        lcfg = LossConfig()
-    n = mcfg.num_classes if mcfg.num_classes is not None else num_classes
+    lcfg = getattr(cfg, "loss", None) or LossConfig()
+    n = mcfg.num_classes
     if n is None:
-        raise ValueError("model.num_classes is null and no dataset gave the number of classes")
+        raise ConfigError("model.num_classes is null: the class count comes from the dataset or the weights "
+                          "when the config is resolved, or set model.num_classes")
     b = mcfg.backbone
     backbone = Backbone(b.name, b.weights, b.norm, b.trainable_layers, b.dilation, b.allow_random_init, b.width)
     joiner = Joiner(backbone, build_position_encoding(mcfg.position_embedding, mcfg.hidden_dim))

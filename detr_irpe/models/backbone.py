@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ _RESNET_WEIGHTS = {
 }
 
 
-class BackboneWeightsError(FileNotFoundError):
+class BackboneWeightsError(UserError, FileNotFoundError):
     """Pretrained backbone weights that are requested but not on this machine."""
 
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import torch
 from torch import nn
+from ..errors import UserError
 
 METHODS = ("euc", "quant", "cross", "product")
 MODES = ("bias", "ctx")
@@ -27,7 +28,7 @@ GRAMMAR = (
 )
 
 
-class RPESpecError(ValueError):
+class RPESpecError(UserError, ValueError):
     """An iRPE specification that does not follow the grammar."""
 
 

@@ -1,0 +1,1 @@
+"""Model sources: checkpoints, weights-only files, URLs, the model zoo and Hugging Face folders."""
