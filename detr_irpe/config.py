@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .models.irpe import RPESpec, RPESpecError
+from .data.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .errors import UserError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
@@ -209,10 +210,14 @@ class DataConfig(Section):
     num_workers: int = 2
     #: unreadable or missing images: fail (stop with the file named) or skip (count and go on)
     invalid_images: str = "fail"
+    #: images with more pixels are invalid (refused before decoding); null: no limit
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     def validate(self, at: str):
         _choice(self.dataset, ("coco", "synthetic"), f"{at}.dataset")
         _choice(self.invalid_images, ("fail", "skip"), f"{at}.invalid_images")
+        if self.max_image_pixels is not None:
+            _positive(self.max_image_pixels, f"{at}.max_image_pixels")
         for name in ("max_size", "val_size"):
             _positive(getattr(self, name), f"{at}.{name}")
         if not self.scales or min(self.scales) <= 0:

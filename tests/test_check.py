@@ -1,24 +1,13 @@
 """The dataset checker: every kind of problem is found and counted, the summary names it, and the
 CLI's exit code says whether the dataset is usable."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from detr_irpe.data.check import ERROR_KINDS, WARNING_KINDS, check_dataset
+from detr_irpe.data.check import ERROR_KINDS, WARNING_KINDS, check_dataset, renumber_categories
 from detr_irpe.data.coco import CocoDetection
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_cli():
-    spec = importlib.util.spec_from_file_location("datasets_check_cli", ROOT / "datasets" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write(root, images, annotations, categories, files=None):
@@ -101,7 +90,8 @@ def test_every_problem_kind_is_reported(tmp_path):
         "box_clipped": 1, "size_mismatch": 1, "duplicate_file_name": 1, "malformed_image": 1,
     }
     # together with the kinds tested below, this test names every kind the checker knows
-    assert set(expected) | {"annotation_file", "image_folder", "unknown_category_id"} == {*ERROR_KINDS, *WARNING_KINDS}
+    assert set(expected) | {"annotation_file", "image_folder", "unknown_category_id", "no_images",
+                            "image_too_large"} == {*ERROR_KINDS, *WARNING_KINDS}
     for kind, n in expected.items():
         assert report.counts[kind] == n, (kind, report.counts[kind], report.examples[kind])
     assert not report.ok
@@ -148,8 +138,39 @@ def test_unusable_annotation_file(tmp_path, content, needle):
     assert needle in report.examples["annotation_file"][0]
 
 
+def test_no_images_and_images_above_the_pixel_limit_are_errors(clean, tmp_path):
+    folder, ann_file = clean
+    data = json.loads(ann_file.read_text())
+    report = check_dataset(folder, ann_file, progress=False, max_image_pixels=1000)
+    # a.png and b.png are 1200 pixels (declared, and stored), c.png 400
+    assert report.counts["image_too_large"] == 4 and not report.ok
+    assert "data.max_image_pixels=1000" in report.examples["image_too_large"][0]
+    assert check_dataset(folder, ann_file, progress=False, max_image_pixels=None).ok
+    ann_file.write_text(json.dumps({**data, "images": [], "annotations": []}))
+    report = check_dataset(folder, ann_file, progress=False)
+    assert report.counts["no_images"] == 1 and "no images in" in report.examples["no_images"][0]
+
+
+def test_renumbered_categories_are_one_to_n_and_the_loader_accepts_them(clean):
+    folder, ann_file = clean
+    data = json.loads(ann_file.read_text())
+    data["categories"] = [{"id": 10**9, "name": "cat"}, {"id": 7, "name": "dog"}]
+    for a in data["annotations"]:
+        a["category_id"] = {1: 10**9, 2: 7}[a["category_id"]]
+    ann_file.write_text(json.dumps(data))
+    assert check_dataset(folder, ann_file, progress=False).counts["category_out_of_range"] >= 1
+    new, mapping = renumber_categories(data)
+    assert mapping == {7: 1, 10**9: 2}
+    assert [(c["id"], c["name"]) for c in new["categories"]] == [(1, "dog"), (2, "cat")]
+    assert [a["category_id"] for a in new["annotations"]] == [mapping[a["category_id"]] for a in data["annotations"]]
+    ann_file.write_text(json.dumps(new))
+    assert check_dataset(folder, ann_file, progress=False).ok
+    assert CocoDetection(folder, ann_file).num_classes == 3
+
+
 def test_cli_exit_codes(clean, tmp_path, capsys):
-    cli = load_cli()
+    from detr_irpe.commands import check_dataset as cli  # `detr-irpe check-dataset`
+
     folder, ann_file = clean
     assert cli.main(["--images", str(folder), "--annotations", str(ann_file)]) == 0
     assert "result: usable" in capsys.readouterr().out

@@ -115,13 +115,20 @@ def test_transforms_are_applied(small_coco):
     assert target["orig_size"].tolist() == [48, 64] and target["size"].tolist() == [800, 1066]
 
 
-def test_image_size_differing_from_json_clips_to_the_file(tmp_path):
-    folder, ann_file = write_dataset(tmp_path, [(1, "a.png", 100, 100)], [ann(1, 1, [10, 10, 80, 80]),
-                                                                         ann(2, 1, [70, 70, 20, 20])])
+def test_image_size_differing_from_json_stops_naming_the_image_or_is_skipped(tmp_path):
+    folder, ann_file = write_dataset(tmp_path, [(1, "a.png", 100, 100), (2, "b.png", 30, 20)],
+                                     [ann(1, 1, [10, 10, 80, 80]), ann(2, 2, [1, 1, 5, 5])])
     write_image(folder / "a.png", 60, 50)  # smaller than the JSON says
-    image, target = CocoDetection(folder, ann_file)[0]
-    assert image.shape[-2:] == (50, 60)
-    assert target["boxes"].tolist() == [[10, 10, 60, 50]] and target["labels"].tolist() == [1]
+    with pytest.raises(DatasetError, match=r"a\.png \(image id 1 .*stored image is 60x50 pixels but the annotation "
+                                           r"file declares 100x100; set data.invalid_images=skip"):
+        CocoDetection(folder, ann_file)[0]
+    skip = CocoDetection(folder, ann_file, invalid_images="skip")
+    image, target = skip[0]
+    assert target["image_id"].item() == 2 and image.shape[-2:] == (20, 30) and skip.skipped_images == 1
+    write_image(folder / "a.png", 100, 60)
+    write_image(folder / "b.png", 20, 30)  # portrait where the JSON says landscape
+    with pytest.raises(DatasetError, match="width and height swapped"):
+        CocoDetection(folder, ann_file)[1]
 
 
 def test_bmp_decoded_through_pil(tmp_path):

@@ -1,8 +1,8 @@
 """Validation of a COCO-format dataset: every problem found, by kind, with a few examples.
 
 Errors make the dataset unusable for CocoDetection (it would stop on them); warnings are things
-the loader handles (boxes it clips or drops, sizes it takes from the files) but that usually point
-to a broken conversion.
+the loader handles (boxes it clips or drops, files listed twice) but that usually point to a
+broken conversion.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .coco import (DatasetError, _is_int, _is_number, _is_size, _one_line, _show, clean_boxes, coco_json_problems,
-                   load_image, read_coco_json, unsafe_file_name)
+from .coco import (DEFAULT_MAX_IMAGE_PIXELS, DatasetError, ImageFileError, ImageTooLargeError, _is_int, _is_number,
+                   _is_size, _one_line, _show, check_pixels, clean_boxes, coco_json_problems, load_image,
+                   read_coco_json, unsafe_file_name)
 
 #: kinds that make the dataset unusable, with a short description for the summary
 ERROR_KINDS = {
     "annotation_file": "annotation file missing, unreadable, not JSON or not COCO",
+    "no_images": "an empty 'images' list",
     "image_folder": "image folder missing",
     "malformed_image": "image entries with missing or wrongly typed fields",
     "malformed_annotation": "annotation entries with missing or wrongly typed fields",
@@ -34,6 +36,8 @@ ERROR_KINDS = {
     "category_out_of_range": "category ids negative or >= num_classes",
     "missing_image": "image files that do not exist",
     "unreadable_image": "image files that are empty, truncated or not images",
+    "image_too_large": "images with more pixels than the limit (declared or stored)",
+    "size_mismatch": "image files whose size differs from the width/height in the JSON",
 }
 #: kinds the loader copes with
 WARNING_KINDS = {
@@ -41,7 +45,6 @@ WARNING_KINDS = {
     "box_empty": "boxes with width or height <= 0 (dropped by the loader)",
     "box_outside": "boxes entirely outside their image (dropped by the loader)",
     "box_clipped": "boxes partly outside their image (clipped by the loader)",
-    "size_mismatch": "image files whose size differs from the width/height in the JSON",
     "duplicate_file_name": "files listed for more than one image id",
 }
 _BOX_KINDS = {"nonfinite": "box_nonfinite", "empty": "box_empty", "outside": "box_outside"}
@@ -114,9 +117,11 @@ class CheckReport:
 
 
 def check_dataset(images_dir: str | os.PathLike, annotation_file: str | os.PathLike, decode: bool = True,
-                  num_classes: int | None = None, progress: bool = True, max_examples: int = 5) -> CheckReport:
+                  num_classes: int | None = None, progress: bool = True, max_examples: int = 5,
+                  max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> CheckReport:
     """Check a COCO-format dataset: the JSON structure, ids, boxes and (with ``decode``) that every
-    image file decodes completely. ``num_classes`` bounds the category ids (None: largest + 1)."""
+    image file decodes completely to the declared size. ``num_classes`` bounds the category ids
+    (None: largest + 1); ``max_image_pixels`` the declared and stored image sizes (None: no limit)."""
     images_dir, annotation_file = Path(images_dir).expanduser(), Path(annotation_file).expanduser()
     report = CheckReport(str(images_dir), str(annotation_file), decoded=decode, max_examples=max_examples)
     try:
@@ -124,6 +129,8 @@ def check_dataset(images_dir: str | os.PathLike, annotation_file: str | os.PathL
     except DatasetError as exc:
         report.add("annotation_file", str(exc))
         return report
+    if not data["images"]:
+        report.add("no_images", f"no images in {annotation_file}: its 'images' list is empty")
     for kind, message in coco_json_problems(data, num_classes):
         report.add(kind, message)
 
@@ -142,11 +149,33 @@ def check_dataset(images_dir: str | os.PathLike, annotation_file: str | os.PathL
     report.categories = [(cid, names[cid], per_category.get(cid, 0)) for cid in sorted(names)]
 
     _check_boxes(report, anns, images)
+    for img_id, img in images.items():
+        if _is_size(img.get("width")) and _is_size(img.get("height")):
+            try:
+                check_pixels(int(img["width"]), int(img["height"]), max_image_pixels, f"image {img_id} as declared")
+            except ImageTooLargeError as exc:
+                report.add("image_too_large", str(exc))
     if not images_dir.is_dir():
-        report.add("image_folder", f"image folder {images_dir} does not exist")
+        what = "is a file, not a folder" if images_dir.exists() else "does not exist"
+        report.add("image_folder", f"image folder {images_dir} {what}")
         return report
-    _check_files(report, images_dir, images, decode, progress)
+    _check_files(report, images_dir, images, decode, progress, max_image_pixels)
     return report
+
+
+def renumber_categories(data: dict) -> tuple[dict, dict[int, int]]:
+    """COCO data whose category ids are 1..N in the order of their ids, and the map old id -> new
+    id; apply it to the train and val annotation files alike (ids are class indices, so very
+    large ids would make a very large class head)::
+
+        data = json.load(open("train.json"))
+        new, mapping = renumber_categories(data)
+        json.dump(new, open("train_renumbered.json", "w"))
+    """
+    mapping = {old: new for new, old in enumerate(sorted(c["id"] for c in data["categories"]), start=1)}
+    categories = [{**c, "id": mapping[c["id"]]} for c in data["categories"]]
+    annotations = [{**a, "category_id": mapping.get(a["category_id"], a["category_id"])} for a in data["annotations"]]
+    return {**data, "categories": sorted(categories, key=lambda c: c["id"]), "annotations": annotations}, mapping
 
 
 def _check_boxes(report: CheckReport, anns: list[dict], images: dict) -> None:
@@ -174,7 +203,8 @@ def _check_boxes(report: CheckReport, anns: list[dict], images: dict) -> None:
             report.add("box_clipped", f"{where[i]} extends outside the {rows[i, 4]:g}x{rows[i, 5]:g} image")
 
 
-def _check_files(report: CheckReport, images_dir: Path, images: dict, decode: bool, progress: bool) -> None:
+def _check_files(report: CheckReport, images_dir: Path, images: dict, decode: bool, progress: bool,
+                 max_image_pixels: int | None) -> None:
     """Existence (and with ``decode`` full decoding and size) of every listed image file."""
     owners: dict[str, list] = defaultdict(list)
     for img_id, img in images.items():
@@ -189,15 +219,19 @@ def _check_files(report: CheckReport, images_dir: Path, images: dict, decode: bo
     for img_id, img in bar:
         path = images_dir / img["file_name"]
         if not path.is_file():
-            report.add("missing_image", f"image {img_id}: {path} does not exist")
+            what = "is a folder, not an image file" if path.is_dir() else "does not exist"
+            report.add("missing_image", f"image {img_id}: {path} {what}")
             continue
         if not decode:
             if path.stat().st_size == 0:
                 report.add("unreadable_image", f"image {img_id}: {path} is empty")
             continue
         try:
-            pixels = load_image(path)
-        except (OSError, ValueError) as exc:
+            pixels = load_image(path, max_image_pixels)
+        except ImageTooLargeError as exc:
+            report.add("image_too_large", f"image {img_id}: {_one_line(exc)}")
+            continue
+        except ImageFileError as exc:
             report.add("unreadable_image", f"image {img_id}: {_one_line(exc)}")
             continue
         height, width = pixels.shape[-2:]

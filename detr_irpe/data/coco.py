@@ -3,7 +3,9 @@
 The annotation JSON is read and validated here before pycocotools indexes it, so that a broken
 file stops with one line naming the file and the entry instead of a KeyError deep in a worker.
 Boxes are cleaned once at construction (crowd regions and degenerate boxes dropped and counted);
-images without objects are kept, as in the reference.
+images without objects are kept, as in the reference. Sizes that come from the input are bounded
+before anything is allocated from them: category ids (the class head has one output per id),
+ids that must fit in 64 bits, and image pixels (read from the file header before decoding).
 """
 
 from __future__ import annotations
@@ -25,22 +27,36 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2.functional import to_dtype
+
+from ..errors import UserError
+from .limits import DEFAULT_MAX_IMAGE_PIXELS, ID_RANGE, MAX_CATEGORY_ID
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 INVALID_IMAGE_MODES = ("fail", "skip")
+#: PIL modes of 16 bits per sample, scaled to 8 bits (PIL's own conversion clips them)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be used; the one-line message names the file and the entry."""
+
+
+class ImageFileError(DatasetError):
+    """An image file that is missing, cannot be decoded, or is larger than the pixel limit."""
+
+
+class ImageTooLargeError(ImageFileError):
+    """An image with more pixels than the configured limit (refused before decoding)."""
 
 
 def coco_paths(data_cfg, split: str) -> tuple[Path, Path]:
     """``(image folder, annotation file)`` of ``split`` ("train" or "val") for a DataConfig: the
     explicit ``{split}_images`` / ``{split}_annotations`` fields, else the COCO layout under ``root``."""
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")  # a caller's bug, not input
     root = Path(data_cfg.root).expanduser()
     images = getattr(data_cfg, f"{split}_images") or root / f"{split}2017"
     annotations = getattr(data_cfg, f"{split}_annotations") or root / "annotations" / f"instances_{split}2017.json"
@@ -109,8 +125,8 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             yield "malformed_image", f"images[{i}] must be an object, got {_json_type(img)}"
             continue
         img_id = img.get("id")
-        if not _is_int(img_id):
-            yield "malformed_image", f"images[{i}] has id {_show(img_id)}; expected an integer"
+        if not _is_id(img_id):
+            yield "malformed_image", f"images[{i}] has id {_show(img_id)}; expected an integer of at most 64 bits"
             continue
         if img_id in image_ids:
             yield "duplicate_image_id", f"image id {img_id} appears more than once in 'images'"
@@ -132,7 +148,7 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             yield "malformed_category", f"categories[{i}] must be an object, got {_json_type(cat)}"
             continue
         cat_id = cat.get("id")
-        if not _is_int(cat_id):
+        if not _is_id(cat_id):
             yield "malformed_category", f"categories[{i}] has id {_show(cat_id)}; expected an integer"
             continue
         if cat_id in category_ids:
@@ -146,10 +162,16 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) is >= num_classes "
                                             f"{num_classes}; expected ids < num_classes (set model.num_classes to at "
                                             f"least {cat_id + 1})")
+        elif num_classes is None and cat_id > MAX_CATEGORY_ID:
+            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) is above the limit of "
+                                            f"{MAX_CATEGORY_ID}: ids are class indices and the class head would have "
+                                            f"{cat_id + 1} outputs; renumber the categories 1..{len(data['categories'])} "
+                                            f"in every annotation file of the dataset alike "
+                                            f"(detr_irpe.data.check.renumber_categories)")
     if num_classes is not None:
         limit, bound = num_classes, f"num_classes ({num_classes})"
     else:
-        limit = max((c for c in category_ids if c >= 0), default=-1) + 1
+        limit = min(max((c for c in category_ids if c >= 0), default=-1), MAX_CATEGORY_ID) + 1
         bound = f"num_classes ({limit}, the largest listed id + 1)"
 
     annotation_ids: set = set()
@@ -158,15 +180,15 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             yield "malformed_annotation", f"annotations[{i}] must be an object, got {_json_type(ann)}"
             continue
         ann_id = ann.get("id")
-        if not _is_int(ann_id):
-            yield "malformed_annotation", f"annotations[{i}] has id {_show(ann_id)}; expected an integer"
+        if not _is_id(ann_id):
+            yield "malformed_annotation", f"annotations[{i}] has id {_show(ann_id)}; expected an integer of at most 64 bits"
             continue
         if ann_id in annotation_ids:
             yield "duplicate_annotation_id", f"annotation id {ann_id} appears more than once in 'annotations'"
             continue
         annotation_ids.add(ann_id)
         img_id = ann.get("image_id")
-        if not _is_int(img_id):
+        if not _is_id(img_id):
             yield "malformed_annotation", f"annotation {ann_id} has image_id {_show(img_id)}; expected an integer"
             continue
         where = f"annotation {ann_id} (image {img_id})"
@@ -213,12 +235,36 @@ def clean_boxes(xywh: np.ndarray, width, height) -> tuple[np.ndarray, np.ndarray
 # images
 
 
-def load_image(path: str | os.PathLike) -> tv_tensors.Image:
-    """An image file as a uint8 RGB ``tv_tensors.Image`` (CHW); raises OSError (missing file) or
-    ValueError (not an image, truncated) with a one-line reason."""
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, without decoding the pixels; raises
+    ImageFileError when the file is missing or not an image."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image file not found")
+        what = "is a folder, not an image file" if path.is_dir() else "image file not found"
+        raise ImageFileError(f"{path}: {what}")
+    try:
+        with _no_pil_pixel_limit(), Image.open(path) as pil:
+            return pil.size
+    except Exception as exc:  # damaged files raise many types in PIL's plugins (OSError, SyntaxError, ...)
+        raise ImageFileError(f"{path}: not a readable image ({_one_line(exc)})") from None
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise ImageTooLargeError when ``width * height`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels, more than "
+                                 f"data.max_image_pixels={max_pixels} (raise it, or null for no limit, to read it)")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tv_tensors.Image:
+    """An image file as a uint8 RGB ``tv_tensors.Image`` (CHW). Every mode becomes RGB: grayscale is
+    repeated, palettes are looked up, CMYK is converted, alpha is dropped (the stored colour is
+    kept, not composited) and 16-bit samples are scaled to 8 bits. The size is read from the header
+    first and an image of more than ``max_pixels`` pixels is refused without being decoded. Raises
+    ImageFileError (missing, not an image, truncated, too large) with a one-line reason."""
+    path = Path(path)
+    width, height = image_size(path)
+    check_pixels(width, height, max_pixels, str(path))
     try:
         with warnings.catch_warnings():
             # torchvision >= 0.29 warns on every decode that torchcodec will take over image I/O
@@ -226,16 +272,33 @@ def load_image(path: str | os.PathLike) -> tv_tensors.Image:
                                     category=DeprecationWarning)
             # no EXIF rotation: COCO boxes are annotated on the stored pixels (the reference reads with PIL,
             # which does not rotate either)
-            return tv_tensors.Image(decode_image(read_file(str(path)), mode=ImageReadMode.RGB))
+            pixels = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        return tv_tensors.Image(to_dtype(pixels, torch.uint8, scale=True))  # 16-bit PNGs decode as uint16
     except RuntimeError:
         pass  # formats torchvision cannot decode (BMP, TIFF, ...); PIL decides below, and names the error
     try:
-        with Image.open(path) as pil:
+        with _no_pil_pixel_limit(), Image.open(path) as pil:
             pil.load()  # decodes fully, so a truncated file fails here and not inside a transform
-            rgb = np.asarray(pil.convert("RGB"))
+            if pil.mode in _SIXTEEN_BIT_MODES:
+                gray = np.round(np.asarray(pil, dtype=np.float64) / 257).astype(np.uint8)
+                rgb = np.repeat(gray[..., None], 3, axis=2)
+            else:
+                rgb = np.asarray(pil.convert("RGB"))
     except Exception as exc:  # damaged files raise many types in PIL's plugins (OSError, SyntaxError, ...)
-        raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+        raise ImageFileError(f"{path}: not a readable image ({_one_line(exc)})") from None
     return tv_tensors.Image(torch.from_numpy(rgb.copy()).permute(2, 0, 1))
+
+
+@contextlib.contextmanager
+def _no_pil_pixel_limit():
+    """PIL's decompression-bomb check off while a file is opened: the size is checked against
+    data.max_image_pixels instead (PIL's check would refuse sizes that limit allows)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,12 +314,15 @@ class CocoDetection(torch.utils.data.Dataset):
     targets in both modes, as the reference does, so ``train`` changes nothing in what is read; it
     is kept so callers can tell the splits apart. Images in the index are ordered by image id.
 
-    ``invalid_images``: "fail" raises DatasetError naming an unreadable image file when its item is
-    read; "skip" returns the next readable image instead and counts the file in ``skipped_images``.
+    ``invalid_images``: "fail" raises DatasetError naming an invalid image file when its item is
+    read; "skip" returns the next valid image instead and counts the file in ``skipped_images``.
+    An image is invalid when its file cannot be decoded, when it has more than ``max_image_pixels``
+    pixels (None: no limit), or when its stored size differs from the ``width`` / ``height`` of
+    the annotation file (the boxes were drawn on an image of that size).
     """
 
     def __init__(self, img_folder, ann_file, transforms=None, train: bool = True, invalid_images: str = "fail",
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         if invalid_images not in INVALID_IMAGE_MODES:
             raise ValueError(f"invalid_images must be one of {', '.join(INVALID_IMAGE_MODES)}, got {invalid_images!r}")
         if num_classes is not None and (not _is_int(num_classes) or num_classes <= 0):
@@ -266,8 +332,11 @@ class CocoDetection(torch.utils.data.Dataset):
         self.transforms = transforms
         self.train = train
         self.invalid_images = invalid_images
+        self.max_image_pixels = max_image_pixels
 
         data = read_coco_json(self.ann_file)
+        if not data["images"]:
+            raise DatasetError(f"no images in {self.ann_file}: its 'images' list is empty; expected at least one image")
         for _kind, message in coco_json_problems(data, num_classes):
             raise DatasetError(f"annotation file {self.ann_file}: {message}")
         category_ids = [c["id"] for c in data["categories"]]
@@ -275,7 +344,8 @@ class CocoDetection(torch.utils.data.Dataset):
             raise DatasetError(f"annotation file {self.ann_file}: 'categories' is empty, so the number of classes "
                                f"cannot be inferred; expected at least one category (or set model.num_classes)")
         if not self.img_folder.is_dir():
-            raise DatasetError(f"image folder {self.img_folder} (for {self.ann_file}) does not exist")
+            what = "is a file, not a folder" if self.img_folder.exists() else "does not exist"
+            raise DatasetError(f"image folder {self.img_folder} (for {self.ann_file}) {what}")
         self._num_classes = num_classes if num_classes is not None else max(category_ids) + 1
 
         self.coco = COCO()
@@ -284,9 +354,10 @@ class CocoDetection(torch.utils.data.Dataset):
             self.coco.createIndex()
         self.ids = sorted(self.coco.imgs)
         self._build_targets()
-        self._check_files_exist()
         # shared with DataLoader workers, so that files skipped there are counted (once each) here
         self._skipped = torch.zeros(len(self.ids), dtype=torch.bool).share_memory_()
+        self._check_declared_sizes()
+        self._check_files_exist()
         drops = ", ".join(f"{n} {why}" for why, n in sorted(self.drop_reasons.items())) or "none"
         logger.info("%s: %d images (%d without objects), %d boxes kept, %d crowd regions left out, "
                     "%d invalid boxes dropped (%s), %d clipped to the image", self.ann_file, len(self.ids),
@@ -326,6 +397,24 @@ class CocoDetection(torch.utils.data.Dataset):
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.images_without_objects = int((counts == 0).sum())
 
+    def _check_declared_sizes(self) -> None:
+        """Images declared larger than the pixel limit stop the run here in fail mode, before
+        anything is written; in skip mode they are skipped from the start."""
+        too_large = []
+        for i, img_id in enumerate(self.ids):
+            info = self.coco.imgs[img_id]
+            try:
+                check_pixels(int(info["width"]), int(info["height"]), self.max_image_pixels,
+                             f"image {img_id} ({_show(info['file_name'])}) as declared in {self.ann_file}")
+            except ImageTooLargeError as exc:
+                too_large.append((i, str(exc)))
+        if too_large and self.invalid_images == "fail":
+            raise DatasetError(too_large[0][1] + (f"; {len(too_large) - 1} more images are too" if len(too_large) > 1
+                                                  else "") + "; data.invalid_images=skip skips such images")
+        for i, message in too_large:
+            self._skipped[i] = True
+            logger.warning("skipping %s", message)
+
     def _check_files_exist(self) -> None:
         """In fail mode, a missing image file stops the run here, before anything is written (a
         file that exists but cannot be decoded is found when it is read)."""
@@ -334,8 +423,9 @@ class CocoDetection(torch.utils.data.Dataset):
         missing = [i for i in range(len(self.ids)) if not self.image_path(i).is_file()]
         if missing:
             first = self.image_path(missing[0])
-            raise DatasetError(f"image file {first} (image id {self.ids[missing[0]]} in {self.ann_file}) does not exist"
-                               + (f", nor do {len(missing) - 1} more" if len(missing) > 1 else "")
+            what = "is a folder, not an image file" if first.is_dir() else "does not exist"
+            raise DatasetError(f"image file {first} (image id {self.ids[missing[0]]} in {self.ann_file}) {what}"
+                               + (f"; {len(missing) - 1} more image files are missing" if len(missing) > 1 else "")
                                + "; set data.invalid_images=skip to skip such files")
 
     @property
@@ -369,15 +459,17 @@ class CocoDetection(torch.utils.data.Dataset):
         return image, target
 
     def _read(self, index: int) -> tuple[tv_tensors.Image, int]:
-        """The image of ``index``, or in skip mode of the next readable item (wrapping around)."""
+        """The image of ``index``, or in skip mode of the next valid item (wrapping around)."""
         for step in range(len(self.ids)):
             i = (index + step) % len(self.ids)
             if self._skipped[i]:
-                continue  # known to be unreadable (only ever set in skip mode)
+                continue  # known to be invalid (only ever set in skip mode)
             path = self.image_path(i)
             try:
-                return load_image(path), i
-            except (OSError, ValueError) as exc:
+                image = load_image(path, self.max_image_pixels)
+                self._check_stored_size(i, image.shape[-1], image.shape[-2])
+                return image, i
+            except ImageFileError as exc:
                 reason = _one_line(exc).replace(f"{path}: ", "")
                 if self.invalid_images == "fail":
                     raise DatasetError(f"image file {path} (image id {self.ids[i]} in {self.ann_file}): {reason}; "
@@ -386,20 +478,25 @@ class CocoDetection(torch.utils.data.Dataset):
                     self._skipped[i] = True
                     logger.warning("skipping image file %s (image id %d): %s", path, self.ids[i], reason)
         raise DatasetError(f"image folder {self.img_folder}: none of the {len(self.ids)} images of "
-                           f"{self.ann_file} can be read")
+                           f"{self.ann_file} can be used")
+
+    def _check_stored_size(self, index: int, width: int, height: int) -> None:
+        """The stored pixels must have the size the boxes were drawn on (detectron2 stops too):
+        boxes clipped or rescaled to other pixels would be silently wrong."""
+        info = self.coco.imgs[self.ids[index]]
+        declared = (int(info["width"]), int(info["height"]))
+        if declared == (width, height):
+            return
+        hint = (" (width and height swapped: was an EXIF orientation applied where the annotations were made?)"
+                if declared == (height, width) else "")
+        raise ImageFileError(f"the stored image is {width}x{height} pixels but the annotation file declares "
+                             f"{declared[0]}x{declared[1]}{hint}")
 
     def _target(self, index: int, height: int, width: int) -> dict:
         lo, hi = self._offsets[index], self._offsets[index + 1]
         boxes = torch.from_numpy(self._boxes[lo:hi].copy())
         labels = torch.from_numpy(self._labels[lo:hi].copy())
         area = torch.from_numpy(self._area[lo:hi].copy())
-        info = self.coco.imgs[self.ids[index]]
-        if (info["height"], info["width"]) != (height, width):
-            # the file disagrees with the annotation file: clip to the pixels we actually have
-            boxes[:, 0::2].clamp_(0, width)
-            boxes[:, 1::2].clamp_(0, height)
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            boxes, labels, area = boxes[keep], labels[keep], area[keep]
         size = torch.tensor([height, width], dtype=torch.int64)
         return {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
@@ -418,6 +515,10 @@ class CocoDetection(torch.utils.data.Dataset):
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_id(value) -> bool:
+    return _is_int(value) and ID_RANGE[0] <= value <= ID_RANGE[1]
 
 
 def _is_number(value) -> bool:
