@@ -31,7 +31,8 @@ VARIANTS = {
         TINY + ["model.nheads=8", "model.position_embedding=learned", "model.irpe=rpe-2.0-product-bias-1-k"], []),
     "tiny_euc_ctx_k_given": (TINY + ["model.irpe=rpe-2.0-euc-ctx-1-k"], ["model.irpe=rpe-2.0-euc-ctx-1-k"]),
     "tiny_quant_bias_q_given": (TINY + ["model.irpe=rpe-3.0-quant-bias-0-q"], ["model.irpe=rpe-3.0-quant-bias-0-q"]),
-    "tiny_ratio_outside_use_given": (TINY + ["model.irpe=rpe-1.2-product-ctx-1-k"], ["model.irpe=rpe-1.2-product-ctx-1-k"]),
+    "tiny_ratio_outside_use_given": (TINY + ["model.irpe=rpe-1.2-product-ctx-1-k"],
+                                     ["model.irpe=rpe-1.2-product-ctx-1-k"]),
 }
 
 

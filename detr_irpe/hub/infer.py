@@ -104,7 +104,7 @@ def infer_architecture(state: dict, *, source: str, given: Sequence[str] = ()) -
     """
     shapes = _shapes(state, source)
     facts = _architecture_facts(shapes, source)
-    told = [f"{f.key}={_format(f.choices[0])}" for f in facts if f.told and f.choices and len(f.choices) == 1]
+    told = [f"{f.key}={_format(f.choices[0])}" for f in facts if f.told]
     given = list(given)
     given_keys = [item.split("=", 1)[0].strip() for item in given]
     given_cfg = load_config(None, [*told, *given]) if given else None
@@ -166,14 +166,14 @@ def _architecture_facts(shapes: dict[str, tuple], source: str) -> list[_Fact]:
     dec = _layer_count(shapes, "transformer.decoder.layers.", source)
     if not dec:
         raise SourceError(f"{source}: no transformer.decoder.layers; a DETR has at least one decoder layer")
-    ffn = shapes["transformer.decoder.layers.0.linear1.weight"][0]
+    linear1 = shapes["transformer.decoder.layers.0.linear1.weight"]
     facts += [
         _told("model.hidden_dim", hidden, f"query_embed.weight of shape {shapes['query_embed.weight']}"),
         _told("model.num_queries", queries, f"query_embed.weight of shape {shapes['query_embed.weight']}"),
         _told("model.num_classes", classes, f"class_embed.weight of shape {shapes['class_embed.weight']}"),
         _told("model.enc_layers", enc, f"{enc} transformer.encoder.layers"),
         _told("model.dec_layers", dec, f"{dec} transformer.decoder.layers"),
-        _told("model.dim_feedforward", ffn, f"decoder linear1 of shape {shapes['transformer.decoder.layers.0.linear1.weight']}"),
+        _told("model.dim_feedforward", linear1[0], f"decoder linear1 of shape {linear1}"),
         _told("model.pre_norm", "transformer.encoder.norm.weight" in shapes,
               "a final encoder norm" if "transformer.encoder.norm.weight" in shapes else "no final encoder norm"),
     ]
@@ -252,10 +252,10 @@ def _irpe_fact(shapes: dict[str, tuple], heads: int) -> _Fact:
     tables = _tables(shapes)
     if not tables:
         return _told("model.irpe", None, "no iRPE tables")
-    sides = "".join(s for s in "qkv" if any(k.startswith(f"{_ENC_ATTN}rpe_{s}.") for k in tables))
+    sides = "".join(s for s in "qkv" if any(_side(k) == s for k in tables))
     hidden = shapes["query_embed.weight"][1]
-    observed = {s: {k[len(f"{_ENC_ATTN}rpe_{s}."):]: v for k, v in tables.items() if k.startswith(f"{_ENC_ATTN}rpe_{s}.")}
-                for s in sides}
+    prefixes = {s: f"{_ENC_ATTN}rpe_{s}." for s in sides}
+    observed = {s: {k[len(p):]: v for k, v in tables.items() if k.startswith(p)} for s, p in prefixes.items()}
 
     def fits(spec) -> bool:
         if not isinstance(spec, RPESpec) or spec.rpe_on != sides or hidden % heads:
