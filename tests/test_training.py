@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from detr_irpe.config import load_config
+from detr_irpe.errors import OutputError
 from detr_irpe.engine.hooks import Hook
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.engine.trainer import Trainer, TrainingInterrupted
@@ -87,7 +88,7 @@ def test_a_finished_run_is_not_overwritten(cache, tmp_path):
     out = tmp_path / "run"
     assert train_main(micro(cache, out, "train.epochs=1")) == 0
     before = (out / "checkpoint.pth").read_bytes()
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(OutputError, match="already holds a run"):
         train_main(micro(cache, out, "train.epochs=1"))
     assert (out / "checkpoint.pth").read_bytes() == before
 
@@ -107,5 +108,5 @@ def test_amp_on_cpu_and_unwritable_output_are_clear_errors(cache, tmp_path):
         train_main(micro(cache, tmp_path / "a", "train.amp=bf16"))
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(PermissionError, match="cannot be written"):
+    with pytest.raises(OutputError, match="cannot be written"):
         train_main(micro(cache, blocker / "sub"))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import DeviceError
+
 log = logging.getLogger(__name__)
 
 
@@ -35,11 +37,12 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's GPU when CUDA is available, else the CPU."""
+    """``auto`` -> this process's GPU when CUDA is available, else the CPU; a CUDA device asked for
+    on a machine without one is a DeviceError."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available on this machine; use train.device=cpu")
+        raise DeviceError(f"train.device={name} but CUDA is not available on this machine; use train.device=cpu")
     if name == "cuda":
         return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return torch.device(name)

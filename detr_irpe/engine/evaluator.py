@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,14 @@ def _backend_classes(backend: str):
         from pycocotools.cocoeval import COCOeval
 
         return COCO, COCOeval
-    raise ValueError(f"evaluation backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    raise UsageError(f"evaluation backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+
+
+def _dataset_error(message: str):
+    """A DatasetError (imported here: the dataset module loads torchvision, this one stays light)."""
+    from ..data.coco import DatasetError
+
+    return DatasetError(message)
 
 
 @contextlib.contextmanager
@@ -87,11 +94,9 @@ def load_ground_truth(coco_gt, backend: str = "faster_coco_eval"):
     if isinstance(coco_gt, coco_cls):
         return coco_gt
     if isinstance(coco_gt, (str, os.PathLike)):
-        path = Path(coco_gt).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"COCO annotation file {path} does not exist")
-        with open(path) as f:
-            dataset = json.load(f)
+        from ..data.coco import read_coco_json
+
+        dataset = read_coco_json(Path(coco_gt).expanduser())
     elif isinstance(coco_gt, dict):
         dataset = coco_gt
     elif isinstance(getattr(coco_gt, "dataset", None), dict):
@@ -100,7 +105,7 @@ def load_ground_truth(coco_gt, backend: str = "faster_coco_eval"):
         raise TypeError(f"coco_gt must be a COCO object, an instances dict or a path, got {type(coco_gt).__name__}")
     for key in ("images", "annotations", "categories"):
         if key not in dataset:
-            raise ValueError(f"COCO ground truth has no '{key}' list")
+            raise _dataset_error(f"COCO ground truth has no '{key}' list")
     return _coco_from_dataset(dataset, backend)
 
 
@@ -246,7 +251,7 @@ def evaluate_detections(coco_gt, detections_by_image: Mapping[int, Mapping], bac
     for image_id, det in detections_by_image.items():
         image_id = int(image_id)
         if image_id not in gt.imgs:
-            raise ValueError(f"image id {image_id} is not in the COCO ground truth")
+            raise _dataset_error(f"detections of image id {image_id}, which is not in the COCO ground truth")
         dets[image_id] = _convert(det)
     return _run_cocoeval(gt, dets, backend, per_category)
 
@@ -283,7 +288,7 @@ class CocoEvaluator:
 
     def __init__(self, coco_gt, backend: str = "faster_coco_eval", per_category: bool = False):
         if backend not in BACKENDS:
-            raise ValueError(f"evaluation backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+            raise UsageError(f"evaluation backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         self.backend = backend
         self.per_category = per_category
         self.coco_gt = load_ground_truth(coco_gt, backend)
@@ -318,7 +323,7 @@ class CocoEvaluator:
             raise ValueError(f"{len(ids)} image ids but {len(detections)} detection dicts")
         for image_id, det in zip(ids, detections):
             if image_id not in self.coco_gt.imgs:
-                raise ValueError(f"image id {image_id} is not in the COCO ground truth")
+                raise _dataset_error(f"detections of image id {image_id}, which is not in the COCO ground truth")
             if image_id in self._dets:
                 self.num_duplicates += 1
                 continue

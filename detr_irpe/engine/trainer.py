@@ -18,14 +18,15 @@ from tqdm import tqdm
 
 from ..utils.logs import add_file_log
 from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, ConfigError, config_to_dict, save_config
 from ..models import build_model
 from ..resolve import resolve_config
 from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
 from .evaluation import autocast_context, to_device
 from .optim import LRSchedule, build_optimizer
 from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
-from ..errors import UserError
+from ..errors import OutputError, UserError
+from ..utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(tc.device, tc.dist_timeout_s)
         self.device = self.dist.device
         if tc.amp != "none" and self.device.type != "cuda":
-            raise ValueError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
+            raise ConfigError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
         self.out = Path(tc.output_dir).expanduser()
         self.progress = Progress()
         if not eval_only:
@@ -95,6 +96,10 @@ class Trainer:
         self.schedule = LRSchedule(tc.lr_drop, tc.warmup_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
         self.batches_per_epoch = len(self.train_loader)
+        if not self.batches_per_epoch and not eval_only:
+            raise ConfigError(f"the train split has {len(self.train_set)} images, not one full batch of train.batch_size="
+                              f"{tc.batch_size} per process ({self.dist.world_size} process(es)): an epoch would train "
+                              f"on nothing; lower train.batch_size")
         if tc.max_steps_per_epoch:
             self.batches_per_epoch = min(self.batches_per_epoch, tc.max_steps_per_epoch)
         if resume:
@@ -125,14 +130,14 @@ class Trainer:
         if not self.is_main:
             return
         if (self.out / "checkpoint.pth").exists() and not resume:
-            raise FileExistsError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
-                                  f"with --resume auto or choose another train.output_dir")
+            raise OutputError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
+                              f"with --resume auto or choose another train.output_dir")
         probe = self.out
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise PermissionError(f"output folder {self.out} cannot be written ({probe} is "
-                                  f"{'not a folder' if not probe.is_dir() else 'not writable'})")
+            raise OutputError(f"output folder {self.out} cannot be written ({probe} is "
+                              f"{'not a folder' if not probe.is_dir() else 'not writable'})")
 
     def _prepare_output(self) -> None:
         """Create the output folder, save the resolved config, log to train.log (main process)."""
@@ -140,7 +145,9 @@ class Trainer:
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise PermissionError(f"output folder {self.out} cannot be written: {exc.strerror or exc}") from None
+                raise OutputError(f"output folder {self.out} cannot be written: {exc.strerror or exc}") from None
+            for tmp in remove_temporaries(self.out):  # left by a process killed mid-write
+                log.info("removed %s, a partial file of a killed run", tmp.name)
             save_config(self.cfg, self.out / "config.yaml")
             add_file_log(self.out / "train.log")
         barrier()

@@ -10,6 +10,7 @@ from .irpe import RPESpec
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
 from .postprocess import PostProcess
+from .size import check_model_fits
 from .transformer import Transformer
 
 __all__ = ["build_model", "DETR", "MultiheadAttention", "RPESpec", "SetCriterion", "HungarianMatcher",
@@ -27,6 +28,7 @@ def build_model(cfg):
     if n is None:
         raise ConfigError("model.num_classes is null: the class count comes from the dataset or the weights "
                           "when the config is resolved, or set model.num_classes")
+    check_model_fits(cfg)  # before anything is allocated: sizes that cannot fit are refused, not crashed on
     b = mcfg.backbone
     backbone = Backbone(b.name, b.weights, b.norm, b.trainable_layers, b.dilation, b.allow_random_init, b.width)
     joiner = Joiner(backbone, build_position_encoding(mcfg.position_embedding, mcfg.hidden_dim))

@@ -28,6 +28,12 @@ class BackboneWeightsError(UserError, FileNotFoundError):
     """Pretrained backbone weights that are requested but not on this machine."""
 
 
+def _config_error(message: str):
+    from ..config import ConfigError  # imported here: the config module imports the models
+
+    return ConfigError(message)
+
+
 def _norm_layer(kind: str):
     if kind == "frozen_bn":
         return FrozenBatchNorm2d
@@ -35,7 +41,7 @@ def _norm_layer(kind: str):
         return nn.BatchNorm2d
     if kind == "gn":
         return lambda channels: nn.GroupNorm(min(32, channels // 4) or 1, channels)
-    raise ValueError(f"backbone norm {kind!r} is not one of frozen_bn, bn, gn")
+    raise _config_error(f"model.backbone.norm {kind!r} is not one of frozen_bn, bn, gn")
 
 
 def imagenet_weights_path(name: str) -> Path:
@@ -49,7 +55,7 @@ def _load_weights(module: nn.Module, name: str, weights: str, allow_random_init:
         return
     if weights == "imagenet":
         if name not in _RESNET_WEIGHTS:
-            raise ValueError(f"backbone {name} has no ImageNet weights; set model.backbone.weights=none")
+            raise _config_error(f"backbone {name} has no ImageNet weights; set model.backbone.weights=none")
         path = imagenet_weights_path(name)
         if not path.is_file():
             msg = (f"ImageNet weights for {name} are not on this machine (expected {path}); "
@@ -70,6 +76,8 @@ def _load_weights(module: nn.Module, name: str, weights: str, allow_random_init:
         state = state["state_dict"]
     elif isinstance(state, dict) and "model" in state:
         state = state["model"]
+    if not isinstance(state, dict):
+        raise BackboneWeightsError(f"backbone weights {path} hold {type(state).__name__}, not a state dict of {name}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
@@ -120,7 +128,8 @@ class Backbone(nn.Module):
             _load_weights(net, name, weights, allow_random_init)
             self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
         else:
-            raise ValueError(f"backbone {name!r} is not one of {', '.join(list(_RESNET_WEIGHTS) + ['cnn_tiny'])}")
+            raise _config_error(f"model.backbone.name {name!r} is not one of "
+                                f"{', '.join(list(_RESNET_WEIGHTS) + ['cnn_tiny'])}")
         trainable = set(trainable_layers)
         for pname, p in net.named_parameters():
             stage = pname.split(".")[0]
