@@ -100,12 +100,14 @@ def load_ablation(path: str | Path) -> Ablation:
 
 
 def run_specs(ab: Ablation, study_dir: Path, extra: list[str] = (), only: list[str] | None = None) -> list[RunSpec]:
-    """One RunSpec per variant x seed, in ``study_dir/<variant>/seed<N>``."""
+    """One RunSpec per variant x seed, in ``study_dir/<variant>/seed<N>``, seed by seed (every
+    variant of the first seed, then of the next), so that a study stopped early has seed-matched
+    runs to pair."""
     specs = []
-    for name, over in ab.variants.items():
-        if only and name not in only:
-            continue
-        for seed in ab.seeds:
+    for seed in ab.seeds:
+        for name, over in ab.variants.items():
+            if only and name not in only:
+                continue
             overrides = ab.overrides + over + list(extra) + [f"train.seed={seed}"]
             cfg = load_config(ab.base, overrides)
             specs.append(RunSpec(f"{name}/seed{seed}", str(ab.base), study_dir / name / f"seed{seed}", cfg.train.epochs,

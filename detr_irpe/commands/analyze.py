@@ -1,0 +1,118 @@
+"""``detr-irpe analyze``: error analysis of detections, one model or several side by side."""
+
+from __future__ import annotations
+
+from ..cli import Parser, add_overrides_argument, parse_command_line
+
+USAGE = """Error analysis of a detector, or of several side by side on the same ground truth: per-class
+AP (AP, AP50, AP75, by size), precision-recall curves per class, a confusion matrix between the
+classes and background at IoU 0.5, and the errors in TIDE's types (classification, localisation,
+both, duplicate, background, missed) with the AP50 each would add if fixed.
+
+  detr-irpe analyze --results results.json --annotations instances_val.json --out outputs/analysis
+  detr-irpe analyze --checkpoint outputs/tiny_abs/checkpoint.pth --checkpoint outputs/tiny_abs_irpe/checkpoint.pth \\
+      --labels abs abs+iRPE --out outputs/analysis
+  detr-irpe analyze --checkpoint a.pth data.dataset=coco data.root=/data/coco --out outputs/analysis_a
+
+A checkpoint (or any model source) is run on the val split of the first one's config (key=value
+overrides change it); its detections are written as <label>_results.json. Writes analysis.json and
+per_class_ap.png, pr_curves.png, confusion.png, errors.png into --out.
+"""
+
+
+def build_parser() -> Parser:
+    parser = Parser(description=USAGE)
+    parser.add_argument("--results", action="append", default=[], metavar="FILE",
+                        help="COCO results JSON (repeat for models side by side); needs --annotations")
+    parser.add_argument("--annotations", metavar="FILE", help="the ground truth (COCO JSON) of --results")
+    parser.add_argument("--checkpoint", "--model", dest="checkpoint", action="append", default=[], metavar="SOURCE",
+                        help="checkpoint file, URL, zoo name or Hugging Face folder (repeat for side by side)")
+    parser.add_argument("--labels", nargs="+", help="one name per model, in the order given")
+    parser.add_argument("--out", required=True, help="folder for analysis.json and the figures")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="detections below this score are left out of the confusion matrix (default 0.3)")
+    parser.add_argument("--device", default="cpu", help="where checkpoints run (cpu, cuda, cuda:N)")
+    add_overrides_argument(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parse_command_line(build_parser(), argv)
+    import json
+    import logging
+    from pathlib import Path
+
+    from ..analysis.error_analysis import SCORE_THRESHOLD, ResultsError, check_results, read_results
+    from ..analysis.error_report import analyse, summary_lines, to_json, write_figures
+    from ..errors import UsageError
+    from ..utils.io import atomic_write_json
+    from ..utils.logs import setup_logging
+
+    setup_logging()
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # one INFO line per evaluation step
+    if bool(args.results) == bool(args.checkpoint):
+        raise UsageError("analyze: give either --results files (with --annotations) or --checkpoint sources")
+    if args.results and not args.annotations:
+        raise UsageError("analyze: --results needs --annotations (the ground truth the detections are scored on)")
+    sources = args.results or args.checkpoint
+    labels = args.labels or [default_label(s) for s in sources]
+    if len(labels) != len(sources):
+        raise UsageError(f"analyze: --labels names {len(labels)} models, {len(sources)} were given")
+    if len(set(labels)) != len(labels):
+        labels = [f"{i + 1}:{label}" for i, label in enumerate(labels)]
+    threshold = SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"analyze: --score-threshold must be in [0, 1], got {threshold}")
+    out = Path(args.out)
+
+    if args.results:
+        from ..data.coco import read_coco_json
+
+        gt = read_coco_json(args.annotations)
+        results = [read_results(p) for p in args.results]
+    else:
+        gt, results = detections_of_models(args.checkpoint, labels, args.overrides, args.device, out)
+    for label, res, src in zip(labels, results, sources):
+        check_results(gt, res, str(src))
+    if not gt.get("annotations"):
+        raise ResultsError("analyze: the ground truth has no annotations to score against")
+
+    analyses = [analyse(label, gt, res, threshold) for label, res in zip(labels, results)]
+    atomic_write_json(out / "analysis.json", {"sources": [str(s) for s in sources], "models": to_json(analyses)},
+                      indent=1)
+    for path in write_figures(analyses, out):
+        print(f"figure: {path}")
+    print("\n".join(summary_lines(analyses)))
+    print(json.dumps({"analysis": str(out / "analysis.json")}))
+    return 0
+
+
+def default_label(source) -> str:
+    """A model's name from its path: the file's stem, or the run folder's name for a run's
+    ``checkpoint*.pth``."""
+    from pathlib import Path
+
+    path = Path(str(source).rstrip("/"))
+    return path.parent.name if path.stem.startswith("checkpoint") and path.parent.name else path.stem
+
+
+def detections_of_models(sources, labels, overrides, device, out):
+    """Run each model source on the val split of the first one's config; returns the ground truth
+    (a COCO dict) and each model's detections (COCO results, also written into ``out``)."""
+    import sys
+
+    from ..analysis.error_analysis import read_results
+    from ..data.build import build_dataset, build_loader
+    from ..engine.evaluation import evaluate
+    from ..hub.loader import load_model
+
+    loaded = [load_model(s, overrides, device=device) for s in sources]
+    cfg = loaded[0].cfg
+    val = build_dataset(cfg, "val")
+    loader = build_loader(val, cfg, train=False)
+    results = []
+    for label, m in zip(labels, loaded):
+        path = out / f"{label.replace('/', '_').replace(':', '_')}_results.json"
+        evaluate(m.model, m.postprocess, loader, val.coco, m.device, progress=sys.stderr.isatty(), results_path=path)
+        results.append(read_results(path))
+    return val.coco.dataset, results
