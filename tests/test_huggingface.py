@@ -198,7 +198,7 @@ def test_export_refuses_what_transformers_cannot_represent(tmp_path):
      "model_type 'conditional_detr', architectures ['ConditionalDetrForObjectDetection'] model, not DETR"),
     (dict(config={"model_type": "deformable_detr", "architectures": ["DeformableDetrForObjectDetection"]}),
      "model_type 'deformable_detr'"),
-    (dict(config={"architectures": ["DetrForSegmentation"]}), "describes DetrForSegmentation, not a detection"),
+    (dict(config={"architectures": ["DetrForSegmentation"]}), "describes DetrForSegmentation: expected architectures ['DetrForObjectDetection']"),
     (dict(config={"backbone_config": None, "backbone": "resnet50d", "use_timm_backbone": True}),
      "timm backbone 'resnet50d' is not supported"),
     (dict(config={"backbone_config": {"model_type": "resnet", "layer_type": "bottleneck", "depths": [2, 2, 2, 2]}}),

@@ -195,8 +195,8 @@ def read_hf_config(folder: Path) -> dict:
         raise SourceError(f"{path} describes a {named} model, not DETR: expected model_type {MODEL_TYPE!r} "
                           f"with architectures ['{ARCHITECTURE}']")
     if architectures and ARCHITECTURE not in architectures:
-        raise SourceError(f"{path} describes {', '.join(map(str, architectures))}, not a detection model: "
-                          f"expected architectures ['{ARCHITECTURE}']")
+        raise SourceError(f"{path} describes {', '.join(map(str, architectures))}: expected architectures "
+                          f"['{ARCHITECTURE}'] (the detection model alone)")
     return config
 
 
