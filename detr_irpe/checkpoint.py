@@ -1,5 +1,6 @@
-"""Checkpoints: safe loading (no pickled code is ever run), atomic saving, and building a model
-from a checkpoint of this project or of the reference code (DETR / iRPE-DETR).
+"""Checkpoints: safe loading (no pickled code is ever run), atomic saving, and the config stored in
+a checkpoint of this project or of the reference code (DETR / iRPE-DETR); models are built from
+any source by detr_irpe.hub.loader.
 
 Loading uses ``torch.load(weights_only=True)``; the only class allowed beyond tensors and plain
 Python data is ``argparse.Namespace``, which the reference code stores under ``args``.
@@ -93,39 +94,5 @@ def config_of_checkpoint(ckpt: dict, base=None):
         return config_from_dict(ckpt["config"], "checkpoint config")
     if ckpt.get("args") is not None:
         return config_from_reference_args(ckpt["args"], base)
-    raise CheckpointError("checkpoint carries neither a 'config' nor reference 'args'; pass a config file")
-
-
-def checkpoint_config(path: str | os.PathLike, config: str | os.PathLike | None = None, overrides=()):
-    """(Config, checkpoint) to rebuild a checkpoint's model: its stored config (this project's
-    ``config`` or the reference's ``args``), or ``config`` when given, with ``key=value``
-    overrides. The class count comes from the checkpoint's head when the checkpoint does not
-    state it (the reference derives it from the dataset), and the backbone from the weights."""
-    from .config import apply_overrides, load_config
-
-    ckpt = load_checkpoint(path)
-    if config:
-        cfg = load_config(config, list(overrides))
-    else:
-        cfg = apply_overrides(config_of_checkpoint(ckpt), list(overrides), f"checkpoint {path}")
-    n = _num_classes_of(ckpt["model"])
-    if n is not None and ("config" not in ckpt or cfg.model.num_classes is None):
-        cfg.model.num_classes = n
-    cfg.model.backbone.weights = "none"
-    return cfg, ckpt
-
-
-def model_from_checkpoint(path: str | os.PathLike, config: str | os.PathLike | None = None, overrides=()):
-    """Build (model, criterion, postprocessors, cfg) and load the checkpoint's weights strictly.
-    Without ``config`` the architecture comes from the checkpoint itself."""
-    from .models import build_model
-
-    cfg, ckpt = checkpoint_config(path, config, overrides)
-    model, criterion, post = build_model(cfg)
-    load_state_dict(model, ckpt["model"], source=f"checkpoint {path}")
-    return model, criterion, post, cfg
-
-
-def _num_classes_of(state: dict) -> int | None:
-    w = state.get("class_embed.weight")
-    return None if w is None else int(w.shape[0]) - 1
+    raise CheckpointError("checkpoint carries neither a 'config' nor reference 'args' (weights only: the "
+                          "loader reads the architecture from the weights)")

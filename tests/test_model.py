@@ -9,7 +9,8 @@ import torch
 import torchvision
 from helpers import tiny_config
 
-from detr_irpe.checkpoint import load_checkpoint, model_from_checkpoint
+from detr_irpe.checkpoint import load_checkpoint
+from detr_irpe.hub.loader import load_model
 from detr_irpe.config import load_config
 from detr_irpe.models import build_model
 from detr_irpe.models.irpe import RPESpec
@@ -88,7 +89,8 @@ def test_a_reference_checkpoint_loads_strictly_with_its_args(tmp_path):
                               eos_coef=0.1, enc_rpe2d="rpe-2.0-product-ctx-1-k", lr=1e-4, masks=False)
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": model.state_dict(), "optimizer": {}, "lr_scheduler": {}, "epoch": 149, "args": args}, path)
-    loaded, _, _, lcfg = model_from_checkpoint(path)
+    result = load_model(path)
+    loaded, lcfg = result.model, result.cfg
     assert str(lcfg.model.irpe) == "rpe-2.0-product-ctx-1-k" and lcfg.model.num_classes == 91
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .export_options import ATOL, EXPORTERS, RTOL
+from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ class ExportModule(nn.Module):
 
 def _check_size(height: int, width: int) -> None:
     if height <= 0 or width <= 0:
-        raise ValueError(f"--height and --width must be > 0, got {height} x {width}")
+        raise UsageError(f"--height and --width must be > 0, got {height} x {width}")
     if height < 32 or width < 32:
-        raise ValueError(f"input {height} x {width} is smaller than the backbone's stride (32 pixels)")
+        raise UsageError(f"input {height} x {width} is smaller than the backbone's stride (32 pixels)")
 
 
 def example_input(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -85,7 +86,7 @@ def export_onnx(model: nn.Module, path, height: int, width: int, exporter: str =
     import onnx
 
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
+        raise UsageError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
     _check_size(height, width)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .drawing import colour_of, name_of
 from .predict import Prediction, Predictor, read_image
+from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def save_figure(fig, path) -> Path:
 
     path = Path(path).expanduser()
     if path.suffix.lower() != ".png":
-        raise ValueError(f"--out {path}: figures are written as PNG; give a file name ending in .png")
+        raise UsageError(f"--out {path}: figures are written as PNG; give a file name ending in .png")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
 
@@ -75,7 +76,7 @@ def predictions_figure(panels: Sequence[DetectionPanel], names: Mapping[int, str
     from matplotlib.patches import Rectangle
 
     if not panels:
-        raise ValueError("no images to draw")
+        raise UsageError("no images to draw")
     cols = min(columns, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = new_figure(4.0 * cols, 4.0 * rows + (0.4 if title else 0))
@@ -146,11 +147,11 @@ def attention_maps(predictor: Predictor, image: torch.Tensor, x: float, y: float
     attention of the token that covers pixel (x, y) (original image pixels) over all tokens."""
     h0, w0 = int(image.shape[-2]), int(image.shape[-1])
     if not (0 <= x < w0 and 0 <= y < h0):
-        raise ValueError(f"pixel (x={x:g}, y={y:g}) is outside the image of {w0} x {h0} pixels")
+        raise UsageError(f"pixel (x={x:g}, y={y:g}) is outside the image of {w0} x {h0} pixels")
     pred = predictor(image, need_weights=True)
     weights = pred.outputs["encoder_attention"]
     if not weights:
-        raise ValueError(f"checkpoint {predictor.loaded.source} has no encoder layers (model.enc_layers=0)")
+        raise UsageError(f"checkpoint {predictor.loaded.source} has no encoder layers (model.enc_layers=0)")
     fh, fw = pred.outputs["feature_shape"]
     (hr, wr), (hp, wp) = pred.input_size, pred.padded_size
     sy, sx = hp / fh, wp / fw  # feature stride in resized-image pixels
@@ -174,7 +175,7 @@ def attention_figure(entries: Sequence[tuple[str, torch.Tensor, AttentionMaps]],
     top, then per encoder layer a row of per-head heat maps overlaid on the image (each map scaled
     to its own maximum, which the panel title gives). Two entries (two checkpoints) sit side by side."""
     if not entries:
-        raise ValueError("no attention maps to draw")
+        raise UsageError("no attention maps to draw")
     heads = [e[2].maps.shape[1] for e in entries]
     layers = max(e[2].maps.shape[0] for e in entries)
     gap = 1 if len(entries) > 1 else 0
@@ -265,7 +266,7 @@ def rpe_tables(model: torch.nn.Module, source: str = "model") -> list[RPETable]:
                 values = _per_bucket(enc.table(), side, spec.mode)[:, B:]
             tables.append(RPETable(n, side, spec, values))
     if not tables:
-        raise ValueError(f"{source} has no iRPE in its encoder (model.irpe is null): there are no relative "
+        raise UsageError(f"{source} has no iRPE in its encoder (model.irpe is null): there are no relative "
                          f"position tables to show")
     return tables
 
@@ -399,7 +400,7 @@ def file_items(files: Sequence[Path], limit: int) -> list[tuple[str, torch.Tenso
         except (OSError, ValueError) as exc:
             log.warning("skipping %s: %s", path, str(exc).splitlines()[0].replace(f"{path}: ", ""))
     if not items:
-        raise ValueError(f"none of the {len(files)} image file(s) could be read")
+        raise UsageError(f"none of the {len(files)} image file(s) could be read")
     return items
 
 
@@ -410,7 +411,7 @@ def val_items(loaded, count: int, start: int = 0) -> list[tuple[str, torch.Tenso
 
     val = build_dataset(loaded.cfg, "val", transforms=False).base
     if not 0 <= start < len(val):
-        raise ValueError(f"val image index {start} is out of range: the val split has {len(val)} images")
+        raise UsageError(f"val image index {start} is out of range: the val split has {len(val)} images")
     items = []
     for i in range(start, min(len(val), start + count)):
         image, target = val[i]

@@ -60,4 +60,10 @@ def main(argv=None) -> int:
         print(f"error: unknown command {name!r}{hint}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     sys.argv[0] = f"detr-irpe {name}"
-    return run_tool(name, rest)
+    try:
+        return run_tool(name, rest)
+    except BrokenPipeError:  # the reader of the output went away (``detr-irpe zoo | head``)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

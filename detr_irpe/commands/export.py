@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 from ..cli import Parser, add_overrides_argument, parse_command_line
 from ..errors import UsageError
 

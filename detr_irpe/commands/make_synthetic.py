@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 from ..cli import Parser, parse_command_line
 
 USAGE = """Generate the built-in synthetic COCO-format dataset (shapes on varied backgrounds).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import argparse
 
 from ..cli import Parser, add_overrides_argument, parse_command_line

@@ -375,7 +375,7 @@ def _overrides(config: dict, backbone: str, timm: bool, num_classes: int, where:
     dilation = timm and bool(hf["dilation"] or sub.get("output_stride") == 16)
     pairs = [
         ("model.backbone.name", backbone), ("model.backbone.dilation", dilation),
-        ("model.backbone.weights", "none"), ("model.backbone.norm", "frozen_bn"),
+        ("model.backbone.weights", "checkpoint"), ("model.backbone.norm", "frozen_bn"),
         ("model.position_embedding", hf["position_embedding_type"]), ("model.encoder_abs_pos", True),
         ("model.irpe", None), ("model.pre_norm", False),
         ("model.hidden_dim", hf["d_model"]), ("model.nheads", hf["encoder_attention_heads"]),

@@ -19,7 +19,6 @@ of them fits, and euc / quant tables are alike, so those must be given (``model.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +28,6 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import SourceError
-from ..models import backbone as backbone_module
 from ..models import build_model
 from ..models.irpe import METHODS, RelativePositionEncoding, RPESpec
 
@@ -327,15 +325,9 @@ def _layer_count(shapes: dict[str, tuple], prefix: str, source: str) -> int:
 
 def _check_shapes(shapes: dict[str, tuple], overrides: list[str], source: str) -> None:
     """Build the inferred model on the meta device and require exactly the weights' keys and shapes."""
-    cfg = load_config(None, [*overrides, "model.backbone.weights=none"])
-    logger = logging.getLogger(backbone_module.__name__)
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # its warning about frozen batch norm without weights does not apply
-    try:
-        with torch.device("meta"):
-            model = build_model(cfg)[0]
-    finally:
-        logger.setLevel(level)
+    cfg = load_config(None, [*overrides, "model.backbone.weights=checkpoint"])
+    with torch.device("meta"):
+        model = build_model(cfg)[0]
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]

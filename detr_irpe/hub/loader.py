@@ -70,20 +70,15 @@ class LoadedModel:
 def open_source(source: str | os.PathLike) -> ModelSource:
     """Read a model source (see the module's docstring) without building a model."""
     from ..checkpoint import load_checkpoint
-    from .download import download
     from .huggingface import is_hf_folder, read_hf_folder
     from .zoo import ZOO, zoo_entry
 
     text = str(source)
-    if isinstance(source, str) and text in ZOO:
-        entry = zoo_entry(text)
-        path = download(entry.url, sha256=entry.sha256)
+    if isinstance(source, str) and (text in ZOO or URL.match(text)):
+        path = local_file(text)
         src = _checkpoint_source(load_checkpoint(path), text, path)
-        src.overrides = list(entry.overrides)
+        src.overrides = list(zoo_entry(text).overrides) if text in ZOO else []
         return src
-    if isinstance(source, str) and URL.match(text):
-        path = download(text)
-        return _checkpoint_source(load_checkpoint(path), text, path)
     path = Path(text).expanduser()
     if path.is_dir():
         if not is_hf_folder(path):
@@ -102,6 +97,21 @@ def open_source(source: str | os.PathLike) -> ModelSource:
         raise SourceError(f"model source {text!r} is neither a file, a folder, a URL nor a zoo name{hint}")
     raise SourceError(f"model source {path} does not exist (expected a checkpoint file, a Hugging Face folder, "
                       f"an http(s) URL or a zoo name: see detr-irpe zoo)")
+
+
+def local_file(source: str | os.PathLike) -> Path:
+    """The local file of a source that is one file: a zoo name or URL is downloaded (once) and
+    checked; a path is returned as it is."""
+    from .download import download
+    from .zoo import ZOO, zoo_entry
+
+    text = str(source)
+    if text in ZOO:
+        entry = zoo_entry(text)
+        return download(entry.url, sha256=entry.sha256)
+    if URL.match(text):
+        return download(text)
+    return Path(text).expanduser()
 
 
 def _checkpoint_source(ckpt: dict, label: str, path: Path) -> ModelSource:
@@ -124,7 +134,7 @@ def source_config(src: ModelSource, config: str | os.PathLike | None = None, ove
     else:
         inferred = infer_overrides(src.state, source=f"model source {src.label}", given=given)
         cfg = load_config(None, [*inferred, *given])
-    cfg = apply_overrides(cfg, ["model.backbone.weights=none"], f"model source {src.label}")
+    cfg = apply_overrides(cfg, ["model.backbone.weights=checkpoint"], f"model source {src.label}")
     return resolve_config(cfg, weights=src.state, class_names=src.class_names, source=f"model source {src.label}")
 
 

@@ -50,8 +50,13 @@ def imagenet_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
+#: backbone weights that leave the random initialisation: none, or the model's checkpoint (loaded
+#: over the whole model afterwards)
+NO_BACKBONE_WEIGHTS = ("none", "checkpoint")
+
+
 def _load_weights(module: nn.Module, name: str, weights: str, allow_random_init: bool) -> None:
-    if weights == "none":
+    if weights in NO_BACKBONE_WEIGHTS:
         return
     if weights == "imagenet":
         if name not in _RESNET_WEIGHTS:
@@ -120,7 +125,7 @@ class Backbone(nn.Module):
         if name == "cnn_tiny":
             net = TinyCNN(width, norm_layer, dilation)
             self.num_channels = net.num_channels
-            if weights != "none":
+            if weights not in NO_BACKBONE_WEIGHTS:
                 _load_weights(net, name, weights, allow_random_init)
         elif name in _RESNET_WEIGHTS:
             net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer,

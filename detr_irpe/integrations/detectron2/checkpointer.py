@@ -1,12 +1,14 @@
-"""detectron2's checkpointer for DetrIrpe: reads this project's and the reference code's
-checkpoints too (``MODEL.WEIGHTS=checkpoint_best.pth``), loads without running pickled code, and
-stores the run's DETR-iRPE config in the checkpoints it writes."""
+"""detectron2's checkpointer for DetrIrpe: reads every model source of this project's loader too
+(``MODEL.WEIGHTS`` = a checkpoint of this project or of the reference code, weights only, a zoo
+name such as ``detr-r50``, or an http(s) URL, downloaded and checked as ``detr-irpe evaluate``
+does), loads without running pickled code, and stores the run's DETR-iRPE config in the
+checkpoints it writes."""
 
 from __future__ import annotations
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ...checkpoint import load_checkpoint
+from ...hub.loader import local_file, open_source
 from .checkpoint_bridge import EXTRA_KEY, is_d2_layout, to_d2
 
 
@@ -32,9 +34,13 @@ class DetrIrpeCheckpointer(DetectionCheckpointer):
             checkpointables[EXTRA_KEY] = ConfigRecord(config)
         super().__init__(model, save_dir, **checkpointables)
 
+    def load(self, path: str, *args, **kwargs):
+        # a zoo name or URL becomes the cached file of this project's downloader
+        return super().load(str(local_file(path)) if path else path, *args, **kwargs)
+
     def _torch_load(self, f):
-        ckpt = load_checkpoint(f)  # weights only, with this project's allow-list (reference ``args``)
-        if not is_d2_layout(ckpt["model"]):
-            self.logger.info("Reading a DETR-iRPE / reference DETR checkpoint: converting it to DetrIrpe's names")
-            ckpt = to_d2(ckpt)
-        return ckpt
+        src = open_source(f)  # weights only, with this project's allow-list (reference ``args``)
+        if is_d2_layout(src.state):
+            return src.checkpoint
+        self.logger.info("Reading a DETR-iRPE / reference DETR checkpoint: converting it to DetrIrpe's names")
+        return to_d2({**src.checkpoint, "model": src.state})

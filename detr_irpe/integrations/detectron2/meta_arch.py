@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ...models import build_model, pad_images
+from ...resolve import resolve_config
 from .class_map import ClassMap
 from .config import detr_config_from_cfg, imagenet_pixel_stats
 
@@ -51,13 +52,14 @@ class DetrIrpe(nn.Module):
 
     @configurable
     def __init__(self, *, detr_cfg, class_map: ClassMap, input_format: str = "RGB", size_divisibility: int = 0):
-        """``detr_cfg``: this project's Config (``model.num_classes`` None: from ``class_map``)."""
+        """``detr_cfg``: this project's Config, its class count filled in from ``class_map`` (see from_config)."""
         super().__init__()
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"INPUT.FORMAT must be one of {', '.join(INPUT_FORMATS)} for DetrIrpe; "
                              f"got {input_format!r}")
-        num_classes = detr_cfg.model.num_classes or class_map.num_detr_classes
-        self.detr, self.criterion, post = build_model(detr_cfg, num_classes=num_classes)
+        detr_cfg = resolve_config(detr_cfg, source="detectron2 config")
+        num_classes = detr_cfg.model.num_classes
+        self.detr, self.criterion, post = build_model(detr_cfg)
         self.postprocess = post["bbox"]
         self.input_format, self.size_divisibility = input_format, size_divisibility
         self.class_map = class_map
