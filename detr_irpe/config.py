@@ -395,8 +395,10 @@ def config_to_dict(cfg) -> dict:
 
 
 def save_config(cfg, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    from .utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _read_yaml_tree(path: Path, chain: list[Path]) -> dict:

@@ -28,6 +28,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from torch import nn
 
 from .export_options import ATOL, EXPORTERS, RTOL
 from ..errors import UsageError
+from ..utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +91,12 @@ def export_onnx(model: nn.Module, path, height: int, width: int, exporter: str =
         raise UsageError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
     _check_size(height, width)
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportModule(model.cpu()).eval()  # eval() on the wrapper: export restores its mode
     example = example_input(height, width)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     messages = io.StringIO()
-    try:
+    # the exporters write to a path: a private folder, then the checked file through the atomic writer
+    with tempfile.TemporaryDirectory(prefix="detr_irpe_export_") as scratch:
+        tmp = os.path.join(scratch, path.name)
         with warnings.catch_warnings(), contextlib.redirect_stdout(messages), _quiet("onnxscript", "onnx_ir"):
             # the input size is fixed by design, so the tracer's notes about shapes taken as
             # constants are expected; the legacy exporter's deprecation notice is known
@@ -111,10 +112,8 @@ def export_onnx(model: nn.Module, path, height: int, width: int, exporter: str =
                                   output_names=list(OUTPUTS), opset_version=opset or TORCHSCRIPT_OPSET,
                                   do_constant_folding=True)
         onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        with open(tmp, "rb") as exported:
+            atomic_write(path, lambda f: shutil.copyfileobj(exported, f))
     for line in messages.getvalue().splitlines():
         log.debug("exporter: %s", line)
     return path

@@ -1,6 +1,9 @@
 """Hooks of the training loop: evaluation, checkpoints and the writers (JSON lines, TensorBoard,
-console). Each is called by the Trainer at fixed points; order matters (evaluation first, so
-that checkpoints and writers see the epoch's AP)."""
+console). Each is called by the Trainer at fixed points; order matters: evaluation first, so that
+the writers see the epoch's AP, and the checkpoint last. The checkpoint is the commit point of an
+epoch: a run killed before it resumes from the previous one, and the writers drop on resume what
+they wrote past it (log lines of later epochs, TensorBoard points of later steps), so that every
+epoch and step is recorded exactly once however often the run is killed."""
 
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ class Hook:
 
 
 class EvalHook(Hook):
-    """COCO AP on the validation split every ``eval_every`` epochs and after the last."""
+    """COCO AP on the validation split every ``eval_every`` epochs and after the last; marks the
+    record ``best`` when the AP is the best so far."""
 
     def after_epoch(self, trainer, record):
         tc, epoch = trainer.cfg.train, record["epoch"]
@@ -47,29 +51,41 @@ class EvalHook(Hook):
             record["per_category_AP"] = metrics["per_category"]
         record.update(eval_batch_size=ec.batch_size * trainer.dist.world_size, eval_backend=ec.backend,
                       eval_seconds=metrics.get("eval_seconds"), inference_images_per_s=metrics.get("inference_images_per_s"))
+        if record.get("AP") is not None and record["AP"] > trainer.progress.best_ap:
+            trainer.progress.best_ap = record["AP"]
+            record["best"] = True
 
 
 class CheckpointHook(Hook):
-    """``checkpoint.pth`` after every epoch (atomically) and ``checkpoint_best.pth`` by AP."""
+    """``checkpoint_best.pth`` when the epoch's AP is the best, then ``checkpoint.pth`` (both
+    atomically; the latter commits the epoch, so it is written last)."""
 
     def after_epoch(self, trainer, record):
-        p = trainer.progress
-        ap = record.get("AP")
-        better = ap is not None and ap > p.best_ap
-        if better:
-            p.best_ap = ap
         state = trainer.state_dict()
-        trainer.save("checkpoint.pth", state)
-        if better:
+        if record.get("best"):
             trainer.save("checkpoint_best.pth", state)
-            record["best"] = True
+        trainer.save("checkpoint.pth", state)
         stale = trainer.out / "checkpoint_interrupted.pth"
         if trainer.is_main and stale.exists():
             stale.unlink()
 
 
 class JsonlWriter(Hook):
-    """One JSON line per epoch in ``log.jsonl``."""
+    """One JSON line per epoch in ``log.jsonl``. A resumed run first drops the lines of epochs past
+    its checkpoint (and a line torn by a kill), which it is about to write again."""
+
+    def before_train(self, trainer):
+        path = trainer.out / "log.jsonl"
+        if not trainer.is_main or not path.is_file():
+            return
+        from ..utils.io import atomic_write_text
+
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) <= trainer.progress.epoch]
+        if kept != lines:
+            log.info("log.jsonl: %d line(s) past the checkpoint (epoch %d) dropped", len(lines) - len(kept),
+                     trainer.progress.epoch)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def after_epoch(self, trainer, record):
         if not trainer.is_main:
@@ -82,7 +98,10 @@ class JsonlWriter(Hook):
 
 
 class TensorBoardWriter(Hook):
-    """Scalars in ``tensorboard/``: training losses and rates per log interval, metrics per epoch."""
+    """Scalars in ``tensorboard/``, all against the optimizer-update counter: training losses and
+    rates per log interval, an epoch's record (with ``epoch`` itself) at its last update. Points
+    are flushed as they are written, and a run (resumed or not) starts with ``purge_step`` at the
+    update after its checkpoint, so TensorBoard drops points a killed run wrote past it."""
 
     def __init__(self):
         self.writer = None
@@ -91,19 +110,20 @@ class TensorBoardWriter(Hook):
         if trainer.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(trainer.out / "tensorboard"))
+            self.writer = SummaryWriter(str(trainer.out / "tensorboard"), purge_step=trainer.progress.update + 1)
 
     def after_step(self, trainer, scalars):
         if self.writer:
             for k, v in scalars.items():
                 self.writer.add_scalar(f"train/{k}", v, trainer.progress.update)
+            self.writer.flush()
 
     def after_epoch(self, trainer, record):
         if self.writer:
             for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch":
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
                     group = "eval" if k in METRIC_KEYS else "epoch"
-                    self.writer.add_scalar(f"{group}/{k}", v, record["epoch"])
+                    self.writer.add_scalar(f"{group}/{k}", v, trainer.progress.update)
             self.writer.flush()
 
     def after_train(self, trainer):
@@ -166,4 +186,12 @@ class ConsoleWriter(Hook):
 
 
 def default_hooks(trainer) -> list[Hook]:
-    return [RunInfoWriter(), EvalHook(), CheckpointHook(), JsonlWriter(), TensorBoardWriter(), ConsoleWriter()]
+    return [RunInfoWriter(), EvalHook(), JsonlWriter(), TensorBoardWriter(), ConsoleWriter(), CheckpointHook()]
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a log.jsonl line; None for a line torn by a kill."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -64,10 +64,14 @@ def read_log(folder: str | os.PathLike) -> list[dict]:
 
 
 def run_state(folder: str | os.PathLike, epochs: int) -> str:
-    """``done`` (all epochs logged), ``partial`` (a checkpoint to resume) or ``new``."""
+    """``done`` (all epochs logged and committed), ``partial`` (a checkpoint to resume) or ``new``."""
     folder = Path(folder)
     records = read_log(folder)
-    if records and records[-1].get("epoch", 0) >= epochs and (folder / "checkpoint.pth").is_file():
+    checkpoint = folder / "checkpoint.pth"
+    # an epoch's log line is written before the checkpoint that commits it: a run killed between
+    # the two has a log line newer than its checkpoint, and is resumed
+    if (records and records[-1].get("epoch", 0) >= epochs and checkpoint.is_file()
+            and checkpoint.stat().st_mtime_ns >= (folder / "log.jsonl").stat().st_mtime_ns):
         return "done"
     if any(folder.glob("checkpoint*.pth")):
         return "partial"

@@ -52,18 +52,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+#: the checkpoints a run resumes from: the one written after every epoch and the one a stop
+#: signal writes mid-epoch (checkpoint_best.pth and checkpoint_nonfinite.pth are not resumed from)
 CHECKPOINT_NAMES = ("checkpoint.pth", "checkpoint_interrupted.pth")
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest checkpoint in a run folder that loads; None when there is none."""
+    """The checkpoint of a run folder that is furthest into training (epoch, then step within it)
+    and loads; None when there is none. Progress, not modification time, decides: a run killed
+    between writing one checkpoint and removing a stale one leaves both."""
     folder = Path(folder)
-    candidates = [p for p in folder.glob("checkpoint*.pth") if p.name != "checkpoint_best.pth"]
-    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+    found = []
+    for path in (folder / name for name in CHECKPOINT_NAMES):
+        if not path.is_file():
+            continue
         try:
             ckpt = load_checkpoint(path)
         except CheckpointError:
             continue
         if "epoch" in ckpt and "optimizer" in ckpt:
-            return path
-    return None
+            found.append(((int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)), path.stat().st_mtime_ns), path))
+    return max(found)[1] if found else None
