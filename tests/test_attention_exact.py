@@ -1,6 +1,8 @@
 """The real attention equals a naive per-pair implementation of the reference facts, for every
 iRPE method x mode x rpe_on, shared and per-head tables, with and without padding, through every
-kernel, forward and gradients (float64, 1e-10)."""
+kernel, forward and gradients (float64, 1e-10), on the CPU and (skipped without one) on CUDA. The
+flex kernel has its own tests (test_attention_flex.py): its CUDA kernels need a head dimension of
+16 or more."""
 
 import itertools
 
@@ -14,6 +16,7 @@ from detr_irpe.models.irpe import RPESpec
 H, W, E, HEADS, B = 3, 4, 8, 2, 2
 L = H * W
 TOL = 1e-10
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 SPECS = [None] + [
     RPESpec(ratio=ratio, method=method, mode=mode, shared_head=shared, rpe_on=on)
@@ -60,14 +63,19 @@ def _kernels(spec):
     return ["plain", "fused"] + ([] if spec is not None and "v" in spec.rpe_on else ["sdpa"])
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
 @pytest.mark.parametrize("padded", [False, True], ids=["nopad", "pad"])
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: str(s) if s else "no-irpe")
-def test_attention_matches_naive_reference(spec, padded):
+def test_attention_matches_naive_reference(spec, padded, device):
     attn = _module(spec)
     x, pos, mask = _inputs(padded)
     weight = torch.randn(B, L, E, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     ref_out, ref_grads = _grads(lambda xi, pi: naive_attention(attn, xi + pi, xi, mask.view(B, L) if mask is not None else None, W),
                                 attn, x, pos, weight)
+    if device != "cpu":
+        attn, x, pos, weight = attn.to(device), x.to(device), pos.to(device), weight.to(device)
+        mask = None if mask is None else mask.to(device)
+        ref_out, ref_grads = ref_out.to(device), {n: g.to(device) for n, g in ref_grads.items()}
     for kernel in _kernels(spec):
         attn.kernel = kernel
 

@@ -11,13 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+from . import attention_flex as flex
 from .attention_kernel import _workspace, attention_fused, attention_plain
 from .irpe import RelativePositionEncoding, RPESpec, bucket_ids, cached_index
 
-#: Which kernel runs the attention: "auto" picks per call (see MultiheadAttention.forward),
-#: "plain" forces ordinary autograd ops, "fused" the iRPE autograd Function, "sdpa" PyTorch's
-#: scaled_dot_product_attention (not available with an iRPE value term).
-KERNELS = ("auto", "plain", "fused", "sdpa")
+#: Which kernel runs the attention: "auto" picks per call (see _auto_kernel), "plain" forces
+#: ordinary autograd ops, "fused" the iRPE autograd Function, "sdpa" PyTorch's
+#: scaled_dot_product_attention, "flex" torch's flex_attention with the iRPE terms as a score
+#: modification (attention_flex.py). Neither sdpa nor flex takes an iRPE value term.
+KERNELS = ("auto", "plain", "fused", "sdpa", "flex")
+#: the kernels that cannot apply iRPE on values
+NO_VALUE_TERM = ("sdpa", "flex")
+
+
+class KernelError(UserError, ValueError):
+    """An attention kernel that cannot run the call it was chosen for."""
 
 
 class MultiheadAttention(nn.Module):
@@ -29,7 +38,7 @@ class MultiheadAttention(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if kernel not in KERNELS:
-            raise ValueError(f"attention kernel {kernel!r} is not one of {KERNELS}")
+            raise KernelError(f"attention kernel {kernel!r} is not one of {KERNELS}")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.head_dim = embed_dim // num_heads
         self.scaling = self.head_dim ** -0.5
@@ -60,14 +69,31 @@ class MultiheadAttention(nn.Module):
         heads = lambda x, n: x.view(B, n, self.num_heads, self.head_dim).transpose(1, 2)
         q, k, v = heads(q, L) * self.scaling, heads(k, S), heads(v, S)
 
-        terms = self._rpe_terms(q, k, shape, L, S) if self.rpe is not None else {}
-        out, weights = self._attend(q, k, v, terms, key_padding_mask, need_weights)
+        p = self.dropout if self.training else 0.0
+        kernel = self._kernel(q, need_weights)
+        terms = self._rpe_terms(q, k, shape, L, S, kernel) if self.rpe is not None else {}
+        out, weights = self._attend(q, k, v, terms, key_padding_mask, kernel, p, need_weights)
         out = out.transpose(1, 2).reshape(B, L, E)
         return self.out_proj(out), weights
 
-    def _rpe_terms(self, q, k, shape, L, S) -> dict:
+    def _kernel(self, q, need_weights: bool) -> str:
+        """The kernel of this call: ``self.kernel``, or plain for attention maps and export."""
+        if need_weights or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return "plain"
+        value_term = self.rpe_v is not None
+        if self.kernel == "auto":
+            return _auto_kernel(q, self.rpe is not None, value_term)
+        if self.kernel in NO_VALUE_TERM and value_term:
+            raise KernelError(f"attention kernel {self.kernel!r} cannot apply iRPE on values; use 'auto' or 'fused'")
+        if self.kernel == "flex" and q.requires_grad and not flex.backward_supported(q.device):
+            raise KernelError(f"attention kernel 'flex' has no backward pass on the {q.device.type} in torch "
+                              f"{torch.__version__}; use 'auto' or 'fused' to train there")
+        return self.kernel
+
+    def _rpe_terms(self, q, k, shape, L, S, kernel: str) -> dict:
         """The iRPE inputs of the attention kernel (see attention_kernel): a logit ``bias`` map
-        (bias mode), per-token bucket scores ``xk`` / ``xq`` (contextual) and the value table ``tv``."""
+        (bias mode; for flex the tables ``bias_k`` / ``bias_q`` instead), per-token bucket scores
+        ``xk`` / ``xq`` (contextual) and the value table ``tv``."""
         if shape is None or shape[0] * shape[1] != L or L != S:
             raise ValueError(f"iRPE needs the feature-map shape of a self-attention; got shape={shape} "
                              f"for {L} queries and {S} keys")
@@ -78,6 +104,11 @@ class MultiheadAttention(nn.Module):
         else:
             index = cached_index(self.rpe, int(shape[0]), int(shape[1]), q.device)
         terms = {"index": index}
+        if self.rpe.mode == "bias" and kernel == "flex":
+            for side, enc in (("k", self.rpe_k), ("q", self.rpe_q)):
+                if enc is not None:
+                    terms[f"bias_{side}"] = enc.effective_table()
+            return terms
         if self.rpe.mode == "bias":
             # shared by the whole batch: computed once per call as (1, heads', L, L)
             bias = None
@@ -98,18 +129,12 @@ class MultiheadAttention(nn.Module):
             terms["tv"] = self.rpe_v.effective_table()
         return terms
 
-    def _attend(self, q, k, v, terms, key_padding_mask, need_weights):
-        p = self.dropout if self.training else 0.0
-        kernel = self.kernel
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        if need_weights or exporting:
-            kernel = "plain"
-        elif kernel == "auto":
-            kernel = _auto_kernel(q, terms, p)
+    def _attend(self, q, k, v, terms, key_padding_mask, kernel, p, need_weights):
         if kernel == "sdpa":
-            if "tv" in terms:
-                raise ValueError("attention kernel 'sdpa' cannot apply iRPE on values; use 'auto' or 'fused'")
             return _sdpa(q, k, v, terms, key_padding_mask, p), None
+        if kernel == "flex":
+            return flex.attention_flex(q, k, v, key_padding_mask=key_padding_mask, dropout_p=p, training=self.training,
+                                  **terms), None
         if kernel == "fused":
             return attention_fused(q, k, v, key_padding_mask=key_padding_mask, dropout_p=p,
                                    training=self.training, **terms), None
@@ -121,10 +146,19 @@ class MultiheadAttention(nn.Module):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, rpe={self.rpe}"
 
 
-def _auto_kernel(q: torch.Tensor, terms: dict, dropout_p: float) -> str:
-    """Pick the fastest kernel measured for this case (see tools/benchmark.py encoder)."""
-    if "tv" in terms:
+def _auto_kernel(q: torch.Tensor, irpe: bool, value_term: bool) -> str:
+    """The kernel for this call (see tools/benchmark.py encoder).
+
+    - iRPE on values: fused (the only kernel with the per-bucket value term besides plain).
+    - CUDA with iRPE logit terms: flex, whose fused kernel evaluates the terms per score, where
+      sdpa needs them as a materialised (batch, heads, L, S) mask (and its gradient), which also
+      rules out sdpa's flash kernel. Not on the CPU: torch has no flex backward there, and its
+      CPU forward materialises the scores. Not below flex's smallest head dimension.
+    - Otherwise sdpa for inference and on CUDA, fused for CPU training (measured fastest)."""
+    if value_term:
         return "fused"
+    if irpe and q.is_cuda and q.shape[-1] >= flex.MIN_HEAD_DIM:
+        return "flex"
     if not torch.is_grad_enabled() or q.is_cuda:
         return "sdpa"
     return "fused"
