@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .models.attention import KERNELS, NO_VALUE_TERM
 from .models.irpe import RPESpec, RPESpecError
 from .data.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .errors import UserError
@@ -28,7 +29,6 @@ from .errors import UserError
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
 NORMS = ("frozen_bn", "bn", "gn")
 POSITION_EMBEDDINGS = ("sine", "learned", "none")
-KERNELS = ("auto", "plain", "fused", "sdpa")
 
 
 class ConfigError(UserError, ValueError):
@@ -111,7 +111,7 @@ class ModelConfig(Section):
     num_classes: int | None = 91
     #: class names by class id ("" where no class); null takes them from the dataset
     class_names: list[str] | None = None
-    #: attention kernel: auto, plain, fused or sdpa (see detr_irpe.models.attention)
+    #: attention kernel: auto, plain, fused, sdpa or flex (see detr_irpe.models.attention)
     attention_kernel: str = "auto"
 
     def validate(self, at: str):
@@ -129,8 +129,8 @@ class ModelConfig(Section):
             raise ConfigError(f"{at}.dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes is not None and self.num_classes <= 0:
             raise ConfigError(f"{at}.num_classes must be > 0 or null, got {self.num_classes}")
-        if self.attention_kernel == "sdpa" and self.irpe is not None and "v" in self.irpe.rpe_on:
-            raise ConfigError(f"{at}.attention_kernel 'sdpa' cannot apply iRPE on values; use auto or fused")
+        if self.attention_kernel in NO_VALUE_TERM and self.irpe is not None and "v" in self.irpe.rpe_on:
+            raise ConfigError(f"{at}.attention_kernel {self.attention_kernel!r} cannot apply iRPE on values; use auto or fused")
 
 
 @dataclass
@@ -267,6 +267,9 @@ class TrainConfig(Section):
     on_nonfinite: str = "stop"
     #: torch.compile the model (CUDA)
     compile: bool = False
+    #: TF32 for float32 matmuls and convolutions on CUDA (Ampere and later): faster, with a 10-bit
+    #: mantissa in their products; false runs both in full float32, as the reference did
+    tf32: bool = False
     #: store tensors in channels-last memory format (faster convolutions on GPU)
     channels_last: bool = False
     #: seconds a process waits in a collective for its peers before failing (a dead peer makes
