@@ -24,6 +24,7 @@ from ..resolve import resolve_config
 from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
 from .evaluation import autocast_context, to_device
 from .optim import LRSchedule, build_optimizer
+from .precision import set_tf32
 from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
 from ..errors import OutputError, UserError
 from ..utils.io import remove_temporaries
@@ -68,6 +69,8 @@ class Trainer:
         tc = cfg.train
         self.dist = dist_info or init_distributed(tc.device, tc.dist_timeout_s)
         self.device = self.dist.device
+        if self.device.type == "cuda":
+            set_tf32(tc.tf32)
         if tc.amp != "none" and self.device.type != "cuda":
             raise ConfigError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
         self.out = Path(tc.output_dir).expanduser()
