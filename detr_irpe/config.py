@@ -28,6 +28,8 @@ from .errors import UserError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
 NORMS = ("frozen_bn", "bn", "gn")
+#: the optional metric writers of train.writers (detr_irpe.engine.writers)
+WRITERS = ("tensorboard", "wandb", "mlflow")
 POSITION_EMBEDDINGS = ("sine", "learned", "none")
 
 
@@ -275,8 +277,17 @@ class TrainConfig(Section):
     #: seconds a process waits in a collective for its peers before failing (a dead peer makes
     #: the others exit with an error instead of hanging)
     dist_timeout_s: float = 1800.0
+    #: metric writers beside log.jsonl (always written): any of WRITERS; wandb and mlflow are
+    #: imported only when listed (install them separately)
+    writers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    #: the Weights & Biases project / MLflow experiment the run is logged to
+    experiment: str = "detr-irpe"
 
     def validate(self, at: str):
+        for name in self.writers:
+            _choice(name, WRITERS, f"{at}.writers")
+        if len(set(self.writers)) != len(self.writers):
+            raise ConfigError(f"{at}.writers names a writer twice: {self.writers}")
         for name in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
             _positive(getattr(self, name), f"{at}.{name}")
         for name in ("lr", "lr_backbone", "weight_decay", "clip_max_norm"):

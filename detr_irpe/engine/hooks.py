@@ -14,6 +14,7 @@ import sys
 import time
 
 from .evaluation import evaluate
+from .monitor import step_line
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class RunInfoWriter(Hook):
 
 
 class ConsoleWriter(Hook):
-    """A concise line per epoch; without a terminal (no progress bar) also one per log interval."""
+    """A concise line per epoch, and one per log interval with the speed, the ETAs and peak memory."""
 
     def before_train(self, trainer):
         if trainer.is_main:
@@ -166,10 +167,11 @@ class ConsoleWriter(Hook):
                      tc.batch_size, trainer.dist.world_size, trainer.out)
 
     def after_step(self, trainer, scalars):
-        if trainer.is_main and not sys.stderr.isatty():
+        # a line per log interval also under a progress bar: train.log and SLURM logs show no bar
+        if trainer.is_main:
             p = trainer.progress
-            log.info("epoch %d step %d/%d: loss %.4f lr %.2e", p.epoch + 1, p.step_in_epoch, trainer.batches_per_epoch,
-                     scalars.get("loss", float("nan")), scalars["lr"])
+            log.info(step_line(p.epoch + 1, trainer.cfg.train.epochs, p.step_in_epoch, trainer.batches_per_epoch,
+                               p.update, scalars))
 
     def after_epoch(self, trainer, record):
         if not trainer.is_main:
@@ -186,7 +188,10 @@ class ConsoleWriter(Hook):
 
 
 def default_hooks(trainer) -> list[Hook]:
-    return [RunInfoWriter(), EvalHook(), JsonlWriter(), TensorBoardWriter(), ConsoleWriter(), CheckpointHook()]
+    from .writers import build_writers
+
+    return [RunInfoWriter(), EvalHook(), JsonlWriter(), *build_writers(trainer.cfg.train.writers), ConsoleWriter(),
+            CheckpointHook()]
 
 
 def _epoch_of(line: str) -> int | None:

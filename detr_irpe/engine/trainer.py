@@ -25,6 +25,7 @@ from .distributed import DistInfo, barrier, init_distributed, mean_over_processe
 from .evaluation import autocast_context, to_device
 from .optim import LRSchedule, build_optimizer
 from .precision import set_tf32
+from .monitor import StepMonitor, console_for_progress_bars
 from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
 from ..errors import OutputError, UserError
 from ..utils.io import remove_temporaries
@@ -228,10 +229,11 @@ class Trainer:
         try:
             for hook in self.hooks:
                 hook.before_train(self)
-            while self.progress.epoch < tc.epochs:
-                record = self.train_one_epoch()
-                for hook in self.hooks:
-                    hook.after_epoch(self, record)
+            with console_for_progress_bars():  # evaluation has a progress bar too
+                while self.progress.epoch < tc.epochs:
+                    record = self.train_one_epoch()
+                    for hook in self.hooks:
+                        hook.after_epoch(self, record)
             for hook in self.hooks:
                 hook.after_train(self)
         finally:
@@ -263,7 +265,9 @@ class Trainer:
         start = time.perf_counter()
         images_seen = 0
         accum = tc.grad_accum
+        monitor = StepMonitor(total, p.step_in_epoch, (tc.epochs - epoch - 1) * total, self.device)
         for images, mask, targets in self.train_loader:
+            monitor.data_ready()
             if p.step_in_epoch >= total:
                 break
             if self.stop_requested and p.step_in_epoch % accum == 0:
@@ -275,6 +279,7 @@ class Trainer:
             losses, loss = self._forward_backward(images, mask, targets, sync=last_micro)
             if loss is None:  # a skipped non-finite step
                 p.step_in_epoch += 1
+                monitor.step_done(0)
                 bar.update(1)
                 continue
             if last_micro:
@@ -285,6 +290,7 @@ class Trainer:
             count += 1
             images_seen += len(targets)
             p.step_in_epoch += 1
+            monitor.step_done(len(targets) * self.dist.world_size)
             bar.update(1)
             if p.step_in_epoch % tc.log_every == 0 or p.step_in_epoch == total:
                 scalars = {k: float(v) / count for k, v in ((k, sums[k]) for k in ("loss", "loss_ce", "loss_bbox", "loss_giou"))
@@ -292,7 +298,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                 for hook in self.hooks:
-                    hook.after_step(self, {**scalars, "lr": lr})
+                    hook.after_step(self, {**scalars, "lr": lr, **monitor.scalars()})
         bar.close()
         elapsed = time.perf_counter() - start
         means = mean_over_processes({k: v / max(1, count) for k, v in sums.items()})
