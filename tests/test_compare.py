@@ -89,3 +89,14 @@ def test_a_folder_without_runs_is_a_user_error(tmp_path):
         discover_runs([tmp_path])
     with pytest.raises(StudyError, match="does not exist"):
         discover_runs([tmp_path / "missing"])
+
+
+def test_unfinished_runs_are_left_out(study, caplog):
+    folder, _ = study
+    (folder / "up" / "seed4" / "run_info.json").write_text(json.dumps({"epochs": 5}))
+    with caplog.at_level("WARNING"):
+        runs, _ = discover_runs([folder])
+    assert len(runs) == 14 and not any(r.folder.name == "seed4" and r.variant == "up" for r in runs)
+    assert "epoch 3 of 5" in caplog.text
+    rows = aggregate(runs, "abs")
+    assert rows[1].paired["AP"].seeds == (0, 1, 2, 3)

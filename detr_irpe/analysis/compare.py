@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
 import statistics
@@ -24,6 +25,8 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PAIRED_METRICS = ("AP", "AP50", "AP75")
 #: the interval half-width (AP as a fraction) the seed estimate aims at: +-1 AP point
 HALF_WIDTH = 0.01
+log = logging.getLogger(__name__)
+
 LOSSES = ("train_loss", "train_loss_ce", "train_loss_bbox", "train_loss_giou")
 FIGSIZE = (8.0, 5.0)  # every plot is 800 x 500 pixels (figures.DPI)
 
@@ -43,6 +46,12 @@ class Run:
     @property
     def evaluated(self) -> list[dict]:
         return [r for r in self.log if "AP" in r]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run logged its last epoch (``run_info.json`` names it; without one, yes)."""
+        epochs = self.info.get("epochs")
+        return epochs is None or self.log[-1].get("epoch", 0) >= epochs
 
 
 @dataclass
@@ -72,8 +81,9 @@ def _read_json(path: Path) -> dict:
 
 
 def discover_runs(paths) -> tuple[list[Run], str | None]:
-    """Every run under ``paths`` (a run folder holds ``log.jsonl``), and the baseline variant a
-    study folder names (``study.json``), if any. Runs of a study come in its variants' order."""
+    """Every finished run under ``paths`` (a run folder holds ``log.jsonl``), and the baseline
+    variant a study folder names (``study.json``), if any. Runs of a study come in its variants'
+    order; runs that have not logged their last epoch are left out, with a warning naming them."""
     runs, baseline = [], None
     for p in map(Path, paths):
         if not p.exists():
@@ -84,8 +94,8 @@ def discover_runs(paths) -> tuple[list[Run], str | None]:
         found = []
         folders = [p] if (p / "log.jsonl").is_file() else sorted(f.parent for f in p.rglob("log.jsonl"))
         for folder in folders:
-            log = read_log(folder)
-            if not log:
+            records = read_log(folder)
+            if not records:
                 continue
             meta = _read_json(folder / "variant.json")
             info = _read_json(folder / "run_info.json")
@@ -93,8 +103,13 @@ def discover_runs(paths) -> tuple[list[Run], str | None]:
             seed_dir = re.fullmatch(r"seed(\d+)", name)
             variant = meta.get("variant") or (folder.parent.name if seed_dir else re.sub(r"[_-]?seed\d+$", "", name))
             seed = meta.get("seed", info.get("seed", int(seed_dir.group(1)) if seed_dir else None))
-            found.append(Run(folder, variant, seed, log, info))
+            found.append(Run(folder, variant, seed, records, info))
         runs += sorted(found, key=lambda r: (order.get(r.variant, len(order)), r.seed if r.seed is not None else -1))
+    unfinished = [r for r in runs if not r.finished]
+    if unfinished:
+        log.warning("left out, not finished: %s", ", ".join(
+            f"{r.folder} (epoch {r.log[-1].get('epoch')} of {r.info['epochs']})" for r in unfinished))
+        runs = [r for r in runs if r.finished]
     if not runs:
         raise StudyError(f"no run folders (with a log.jsonl) under {', '.join(map(str, paths))}")
     return runs, baseline
