@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from detr_irpe.engine import evaluator as ev_mod
-from detr_irpe.engine.evaluator import (
+from detr_irpe.evaluation import coco as ev_mod
+from detr_irpe.evaluation.coco import (
     METRIC_NAMES,
     CocoEvaluator,
     evaluate_detections,

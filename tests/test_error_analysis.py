@@ -12,7 +12,7 @@ from PIL import Image
 from detr_irpe.analysis.error_analysis import ResultsError, check_results, confusion_matrix, per_class, read_results
 from detr_irpe.analysis.error_report import FIGURES, analyse, to_json, write_figures
 from detr_irpe.analysis.tide import ap50, classify_errors, error_breakdown
-from detr_irpe.engine.evaluator import evaluate_detections, load_ground_truth
+from detr_irpe.evaluation.coco import evaluate_detections, load_ground_truth
 
 
 def _obj(i, image, cat, box):

@@ -14,7 +14,7 @@ from engine_helpers import micro
 from detr_irpe.config import load_config
 from detr_irpe.data.build import build_dataset, build_loader
 from detr_irpe.data.synthetic import ensure_synthetic
-from detr_irpe.engine.evaluation import evaluate
+from detr_irpe.evaluation.loop import evaluate
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.models import build_model
 from detr_irpe.resolve import resolve_config

@@ -111,10 +111,12 @@ class Server:
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
+def hub(tmp_path):
     """torch.hub's cache in a temporary folder."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub" / "checkpoints"
+    torch.hub.set_dir(old)
 
 
 def test_a_url_is_downloaded_once_and_evaluated_from_the_cache(env, tmp_path, hub):
@@ -172,8 +174,8 @@ def test_a_hash_mismatch_is_refused_and_the_file_removed(env, tmp_path, capsys, 
         line = error_of(capsys, server.url + "micro-0123abcd.pth")
     finally:
         server.stop()
-    assert "0123abcd" in line and not (hub / "micro-0123abcd.pth").exists()
-    assert not any(hub.glob("*")) if hub.exists() else True
+    assert "0123abcd" in line
+    assert not [p for p in hub.glob("*") if "micro-0123abcd" in p.name]  # neither the file nor a partial one
 
 
 def test_a_state_dict_that_is_no_detr_is_refused(tmp_path, capsys):

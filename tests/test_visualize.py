@@ -13,6 +13,7 @@ from detr_irpe.analysis import visualize as vis
 from detr_irpe.analysis.predict import Predictor, read_image
 from detr_irpe.hub.loader import load_model
 from detr_irpe.cli import run_main
+from detr_irpe.errors import UsageError
 from detr_irpe.models.irpe import RPESpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_attention_maps_follow_the_pixel_and_are_distributions(env):
     # the unpadded cells hold every key's weight: padding is masked out of the softmax
     np.testing.assert_allclose(first.grid.sum(axis=(-1, -2)), 1.0, atol=1e-5)
     assert not np.allclose(first.maps, last.maps)
-    with pytest.raises(ValueError, match="outside the image"):
+    with pytest.raises(UsageError, match="outside the image"):
         vis.attention_maps(pred, image, w, 0)
 
 

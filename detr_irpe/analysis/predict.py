@@ -31,7 +31,7 @@ def class_names(loaded, annotations: str | None = None) -> dict[int, str]:
     machine (a synthetic dataset is not generated for this); ids not listed are shown as
     ``class <id>`` (see detr_irpe.analysis.drawing.name_of)."""
     from ..data.coco import coco_paths, read_coco_json
-    from ..data.synthetic import dataset_folder
+    from ..data.synthetic import dataset_folder, split_files
 
     if annotations:
         return names_of_categories(read_coco_json(annotations))
@@ -40,7 +40,7 @@ def class_names(loaded, annotations: str | None = None) -> dict[int, str]:
     cfg = loaded.cfg
     try:
         if cfg.data.dataset == "synthetic":
-            path = dataset_folder(cfg.data.synthetic) / "annotations" / "instances_val.json"
+            path = split_files(dataset_folder(cfg.data.synthetic), "val")[1]
         else:
             path = coco_paths(cfg.data, "val")[1]
         if path.is_file():
@@ -173,7 +173,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], score_threshold: 
     ``root`` is the folder the file names in the mapping are relative to."""
     from tqdm import tqdm
 
-    from ..engine.evaluator import results_json
+    from ..evaluation.coco import results_json
     from .drawing import draw_detections
 
     run = PredictionRun()

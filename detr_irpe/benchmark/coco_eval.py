@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from ..engine.evaluator import METRIC_NAMES, evaluate_detections, load_ground_truth
+from ..evaluation.coco import evaluate_detections, load_ground_truth
+from ..evaluation.names import BACKENDS, METRIC_NAMES
 
 # COCO's 80 category ids (1..90 with gaps), so the synthetic set has the same non-contiguous ids
 COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
@@ -67,7 +68,7 @@ def benchmark_eval(num_images: int = 5000, dets_per_image: int = 100, seed: int 
     out: dict = {"num_images": num_images, "dets_per_image": dets_per_image,
                  "num_annotations": len(gt_dict["annotations"]), "num_detections": num_images * dets_per_image}
     metrics = {}
-    for backend in ("faster_coco_eval", "pycocotools"):
+    for backend in BACKENDS:
         gt = load_ground_truth(gt_dict, backend)
         gc.collect()
         t0 = time.perf_counter()

@@ -1,62 +1,129 @@
 """One DETR training step (forward, loss with matching, backward, clipping, AdamW) on two images
-of about 512 x 683, without iRPE and with rpe-2.0-product-ctx-1-k, side by side."""
+of about 512 x 683 (or cycling through the multi-scale recipe's sizes), without iRPE and with
+rpe-2.0-product-ctx-1-k, in float32, TF32 and bf16 autocast, side by side; optionally the
+reference code's step in the same run, and a profiler breakdown of one variant's step."""
 
 from __future__ import annotations
 
 import torch
+from torch.profiler import record_function
 
 from ..config import load_config
-from ..engine.evaluation import autocast_context
 from ..engine.optim import build_optimizer
+from ..engine.precision import set_tf32
 from ..models import build_model
-from .common import machine_description, peak_memory, print_table, time_interleaved
+from .common import PHASES, machine_description, peak_memory, print_table, profile_step, time_interleaved
 
 VARIANTS = {"no iRPE": "", "rpe-2.0-product-ctx-1-k": "rpe-2.0-product-ctx-1-k"}
+#: fp32: full float32 (the reference's); tf32: TF32 matmuls and convolutions; bf16: autocast
+PRECISIONS = ("fp32", "tf32", "bf16")
+#: the shorter sides of the paper's multi-scale training resize (the longer side follows 4:3)
+RECIPE_SIZES = tuple(range(480, 801, 32))
 
 
-def _setup(irpe: str, backbone: str, height: int, width: int, device: str, amp: str = "none", kernel: str = "auto"):
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    cfg = load_config(None, [f"model.backbone.name={backbone}", "model.backbone.weights=none", f"model.irpe={irpe}",
-                             f"model.attention_kernel={kernel}"])
-    model, criterion, _ = build_model(cfg)
-    model.to(dev).train()
-    criterion.to(dev)
-    opt = build_optimizer(model, cfg.train)
-    g = torch.Generator().manual_seed(1)
-    # two images of slightly different sizes, as a batch of COCO images after the training resize
-    images = [torch.randn(3, height, width, generator=g).to(dev), torch.randn(3, height - 32, width + 21, generator=g).to(dev)]
+def _batch(height: int, width: int, dev: torch.device, seed: int = 1):
+    """Two images of slightly different sizes, as a batch of COCO images after the training
+    resize, and their targets."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randn(3, height, width, generator=g).to(dev),
+              torch.randn(3, height - 32, width + 21, generator=g).to(dev)]
     targets = []
     for n in (7, 4):
         cxcy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
         wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
-        targets.append({"labels": torch.randint(1, 91, (n,), generator=g).to(dev), "boxes": torch.cat([cxcy, wh], 1).to(dev)})
+        targets.append({"labels": torch.randint(1, 91, (n,), generator=g).to(dev),
+                        "boxes": torch.cat([cxcy, wh], 1).to(dev)})
+    return images, targets
+
+
+def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: str | None):
+    """(model, criterion, optimizer, batch adapter) of this project or of the reference code."""
+    torch.manual_seed(0)
+    if reference is None:
+        cfg = load_config(None, [f"model.backbone.name={backbone}", "model.backbone.weights=none",
+                                 f"model.irpe={irpe}", f"model.attention_kernel={kernel}"])
+        model, criterion, _ = build_model(cfg)
+        model.to(dev).train()
+        return model, criterion.to(dev), build_optimizer(model, cfg.train), lambda images: images
+    from .reference import build_reference, reference_batch
+
+    model, criterion, _ = build_reference(reference, irpe, backbone, str(dev))
+    model.train()
+    # the reference's optimizer: AdamW over two groups, torch's default implementation
+    groups = [{"params": [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]},
+              {"params": [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad], "lr": 1e-5}]
+    return model, criterion, torch.optim.AdamW(groups, lr=1e-4, weight_decay=1e-4), reference_batch
+
+
+def _setup(irpe: str, backbone: str, height: int, width: int, device: str, precision: str = "fp32",
+           kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = ()):
+    """A function running one training step, or one per size of ``sizes`` (shorter sides)."""
+    dev = torch.device(device)
+    model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference)
+    shapes = [(s, round(s * 4 / 3)) for s in sizes] or [(height, width)]
+    batches = [_batch(h, w, dev) for h, w in shapes]
+
+    def one(images, targets):
+        with record_function("forward"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(adapt(images))
+        with record_function("loss"):
+            losses = criterion(out, targets)
+            loss = sum(losses[k] * w for k, w in criterion.weight_dict.items() if k in losses)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimizer"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
     def step():
-        with autocast_context(dev, amp):
-            out = model(images)
-        losses = criterion(out, targets)
-        loss = sum(losses[k] * w for k, w in criterion.weight_dict.items() if k in losses)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":  # process-wide: set for each variant as it runs
+            set_tf32(precision == "tf32")
+        for images, targets in batches:
+            one(images, targets)
 
     return step
 
 
-def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, memory=True, as_json=False, amp="none"):
-    """Print the training-step table; returns its rows."""
+def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, memory=True, as_json=False,
+        precisions=("fp32",), kernel="auto", reference=None, multiscale=False):
+    """Print the training-step table (every variant x precision, and the reference code's
+    variants when ``reference`` names its checkout); returns its rows."""
     dev = torch.device(device)
-    fns = {n: _setup(s, backbone, height, width, device, amp) for n, s in VARIANTS.items()}
-    times = time_interleaved(fns, dev, repeats, warmup=2)
-    base = times["no iRPE"]
+    skipped = [p for p in precisions if p != "fp32" and dev.type != "cuda"]
+    precisions = [p for p in precisions if p not in skipped]
+    sizes = RECIPE_SIZES if multiscale else ()
+    codes = [("this project", None)] + ([("reference", reference)] if reference else [])
+    cases = {(code, n, p): (VARIANTS[n], backbone, height, width, device, p, kernel, path, sizes)
+             for code, path in codes for p in precisions for n in VARIANTS}
+    times = time_interleaved({c: _setup(*a) for c, a in cases.items()}, dev, repeats, warmup=2)
+    steps = len(sizes) or 1
+    base = times[("this project", "no iRPE", "fp32")]
     rows = []
-    for n, spec in VARIANTS.items():
-        mem = peak_memory(_setup, (spec, backbone, height, width, device, amp), dev) if memory else float("nan")
-        rows.append([n, times[n], 2 / times[n], mem, f"{100 * (times[n] / base - 1):+.1f}%"])
+    for case, args in cases.items():
+        code, name, precision = case
+        per_step = times[case] / steps
+        mem = peak_memory(_setup, args, dev) if memory and not sizes else float("nan")
+        rows.append([code, name, precision, per_step, 2 / per_step, mem, base / times[case]])
+    shape = (f"2 images, shorter side cycling {sizes[0]}-{sizes[-1]} (step 32, 4:3)" if sizes
+             else f"2 images ~{height} x {width}")
     extra = {"machine": machine_description(dev),
-             "step": f"DETR-{backbone} (6+6 layers, 100 queries), 2 images ~{height} x {width}, forward + loss with "
-                     f"Hungarian matching + backward + clip + AdamW, amp {amp}, median of {repeats}"}
-    print_table("Training step", ["variant", "s/step", "images/s", "peak MiB", "iRPE overhead"], rows, as_json, extra)
+             "step": f"DETR-{backbone} (6+6 layers, 100 queries), {shape}, forward + loss with Hungarian matching + "
+                     f"backward + clip + AdamW, attention kernel {kernel}, median of {repeats}; speed-up against "
+                     f"this project's no-iRPE fp32 step"}
+    if skipped:
+        extra["left out"] = f"{', '.join(skipped)}: CUDA only"
+    print_table("Training step", ["code", "variant", "precision", "s/step", "images/s", "peak MiB", "speed-up"],
+                rows, as_json, extra)
     return rows
+
+
+def profile(device="cpu", backbone="resnet50", height=512, width=683, irpe="rpe-2.0-product-ctx-1-k",
+            precision="fp32", kernel="auto", reference=None, steps=3, top=25, as_json=False):
+    """Profile ``steps`` training steps of one variant (after two warm-up steps): the time of each
+    phase of the step, the host syncs, and the top operators; returns the phase rows."""
+    dev = torch.device(device)
+    step = _setup(irpe, backbone, height, width, device, precision, kernel, reference)
+    title = (f"Training step profile: {'reference' if reference else 'this project'}, {irpe or 'no iRPE'}, "
+             f"{precision}, DETR-{backbone}, 2 images ~{height} x {width}, kernel {kernel}")
+    return profile_step(step, dev, title, phases=PHASES, steps=steps, top=top, as_json=as_json)

@@ -103,7 +103,7 @@ def detections_of_models(sources, labels, overrides, device, out):
 
     from ..analysis.error_analysis import read_results
     from ..data.build import build_dataset, build_loader
-    from ..engine.evaluation import evaluate
+    from ..evaluation.loop import evaluate
     from ..hub.loader import load_model
 
     loaded = [load_model(s, overrides, device=device) for s in sources]

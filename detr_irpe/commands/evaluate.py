@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..cli import Parser, add_overrides_argument, parse_command_line
+from ..evaluation.names import BACKENDS
 
 USAGE = """Evaluate a model with COCO box AP. The model source is any of: a checkpoint of this project,
 of the reference DETR / iRPE-DETR code, or weights only; an http(s) URL; a zoo name (detr-irpe zoo);
@@ -29,7 +30,7 @@ def build_parser() -> Parser:
                         help="YAML config (path or shipped name); without it the source's own configuration is used")
     parser.add_argument("--output-dir", help="where results.json and metrics.json go (default: beside a checkpoint "
                                              "file, else outputs/eval/<source>)")
-    parser.add_argument("--backend", choices=["faster_coco_eval", "pycocotools"], help="COCO evaluation implementation")
+    parser.add_argument("--backend", choices=BACKENDS, help="COCO evaluation implementation")
     parser.add_argument("--batch-size", type=int, help="images per process per batch (eval.batch_size)")
     parser.add_argument("--per-category", action="store_true", help="also print AP per category")
     add_overrides_argument(parser)
@@ -68,8 +69,8 @@ def main(argv=None) -> int:
     from ..checkpoint import load_state_dict
     from ..data.build import build_dataset, build_loader
     from ..engine.distributed import cleanup, init_distributed
-    from ..engine.evaluation import evaluate
-    from ..engine.evaluator import format_metrics_table, format_per_category, write_metrics
+    from ..evaluation.loop import evaluate
+    from ..evaluation.coco import format_metrics_table, format_per_category, write_metrics
     from ..hub.loader import open_source, source_config
     from ..models import build_model
     from ..utils.logs import setup_logging

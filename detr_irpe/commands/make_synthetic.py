@@ -41,14 +41,15 @@ def main(argv=None) -> int:
     import dataclasses
 
     from ..config import SyntheticConfig, config_from_dict
-    from ..data.synthetic import ensure_synthetic
+    from ..data.synthetic import ensure_synthetic, split_files
 
     chosen = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     cfg = config_from_dict({"data": {"synthetic": chosen}}, "command line").data.synthetic
     root = ensure_synthetic(cfg)
     print(f"dataset: {root}")
-    print(f"  train: {root / 'train'} ({cfg.num_train} images), {root / 'annotations' / 'instances_train.json'}")
-    print(f"  val:   {root / 'val'} ({cfg.num_val} images), {root / 'annotations' / 'instances_val.json'}")
+    for split, count in (("train", cfg.num_train), ("val", cfg.num_val)):
+        images, annotations = split_files(root, split)
+        print(f"  {split + ':':<6} {images} ({count} images), {annotations}")
     defaults = dataclasses.asdict(SyntheticConfig())
     changed = [f"data.synthetic.{k}={v}".replace(" ", "") for k, v in chosen.items() if defaults[k] != v]
     print("select it with: data.dataset=synthetic " + " ".join(changed))

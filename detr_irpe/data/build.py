@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from .batching import GroupedBatchSampler, aspect_ratio_groups, collate
 from .coco import CocoDetection, coco_paths
-from .synthetic import synthetic_paths
+from .synthetic import ensure_synthetic_split
 from .transforms import build_transforms
 
 
@@ -25,7 +25,7 @@ def build_dataset(cfg, split: str, transforms: bool = True) -> "AugmentedDataset
     against ``model.num_classes`` (null: the split's largest id + 1)."""
     data = cfg.data
     if data.dataset == "synthetic":
-        images, annotations = synthetic_paths(data.synthetic, split)
+        images, annotations = ensure_synthetic_split(data.synthetic, split)
     else:
         images, annotations = coco_paths(data, split)
     base = CocoDetection(images, annotations, transforms=None, train=split == "train",

@@ -133,10 +133,14 @@ def dataset_folder(cfg) -> Path:
     return Path(os.path.expanduser(cfg.cache_dir)) / f"shapes-{digest}"
 
 
-def synthetic_paths(cfg, split: str) -> tuple[Path, Path]:
-    """(image folder, annotation file) of a split, generating the dataset first if needed."""
-    root = ensure_synthetic(cfg)
+def split_files(root: Path, split: str) -> tuple[Path, Path]:
+    """(image folder, annotation file) of a split in a synthetic dataset folder: its layout."""
     return root / split, root / "annotations" / f"instances_{split}.json"
+
+
+def ensure_synthetic_split(cfg, split: str) -> tuple[Path, Path]:
+    """(image folder, annotation file) of a split, generating the dataset first if needed."""
+    return split_files(ensure_synthetic(cfg), split)
 
 
 def ensure_synthetic(cfg, progress: bool = True) -> Path:
@@ -167,7 +171,8 @@ def _generate(cfg, out: Path, progress: bool) -> None:
     categories = [{"id": i + 1, "name": SHAPES[i % len(SHAPES)] + ("" if i < len(SHAPES) else f"_{i}"),
                    "supercategory": "shape"} for i in range(cfg.num_classes)]
     for split, count, offset in (("train", cfg.num_train, 0), ("val", cfg.num_val, 1)):
-        (out / split).mkdir(parents=True)
+        image_dir, annotation_file = split_files(out, split)
+        image_dir.mkdir(parents=True)
         images, annotations = [], []
         bar = tqdm(range(count), desc=f"synthetic {split}", disable=not progress or not sys.stderr.isatty(), leave=False)
         for i in bar:
@@ -175,7 +180,7 @@ def _generate(cfg, out: Path, progress: bool) -> None:
             pixels, boxes, labels = render_sample(rng, cfg.num_classes, cfg.image_size, cfg.min_objects,
                                                   cfg.max_objects, cfg.difficulty)
             name = f"{i:06d}.png"
-            Image.fromarray(pixels).save(out / split / name, compress_level=1)
+            Image.fromarray(pixels).save(image_dir / name, compress_level=1)
             image_id = i + 1
             images.append({"id": image_id, "file_name": name, "height": int(pixels.shape[0]),
                            "width": int(pixels.shape[1])})
@@ -183,10 +188,10 @@ def _generate(cfg, out: Path, progress: bool) -> None:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
                                     "bbox": [round(float(v), 2) for v in box], "area": round(float(box[2] * box[3]), 2),
                                     "iscrowd": 0})
-        (out / "annotations").mkdir(exist_ok=True)
+        annotation_file.parent.mkdir(exist_ok=True)
         data = {"info": {"description": "detr-irpe synthetic shapes", "params": {k: v for k, v in asdict(cfg).items()
                                                                                 if k != "cache_dir"}},
                 "images": images, "annotations": annotations, "categories": categories}
-        (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+        annotation_file.write_text(json.dumps(data))
     (out / "DONE").write_text(json.dumps(asdict(cfg), sort_keys=True))
     log.info("synthetic dataset: %d train and %d val images generated", cfg.num_train, cfg.num_val)

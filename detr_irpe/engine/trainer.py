@@ -22,11 +22,11 @@ from ..config import Config, ConfigError, config_to_dict, save_config
 from ..models import build_model
 from ..resolve import resolve_config
 from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
-from .evaluation import autocast_context, to_device
+from ..evaluation.loop import autocast_context, to_device
 from .optim import LRSchedule, build_optimizer
 from .precision import set_tf32
 from .monitor import StepMonitor, console_for_progress_bars
-from .state import gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
+from .state import gather_objects, gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
 from ..errors import OutputError, UserError
 from ..utils.io import remove_temporaries
 
@@ -51,6 +51,11 @@ class Progress:
     best_ap: float = -1.0
     skipped_steps: int = 0
     history: list = field(default_factory=list)
+    # the epoch so far: summed loss terms, steps and images of this process (an epoch resumed
+    # mid-way logs the same means as one never stopped)
+    epoch_sums: dict = field(default_factory=dict)
+    epoch_steps: int = 0
+    epoch_images: int = 0
 
 
 class Trainer:
@@ -189,6 +194,11 @@ class Trainer:
         p.update = int(ckpt.get("scheduler", {}).get("update", 0))
         p.best_ap = float(ckpt.get("best_ap", -1.0))
         p.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        partial = ckpt.get("epoch_partial") or []
+        if p.step_in_epoch and len(partial) == self.dist.world_size:
+            mine = partial[self.dist.rank]
+            p.epoch_sums = {k: torch.tensor(v, device=self.device) for k, v in mine["sums"].items()}
+            p.epoch_steps, p.epoch_images = int(mine["steps"]), int(mine["images"])
         rngs = ckpt.get("rng") or []
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
@@ -208,6 +218,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "best_ap": p.best_ap,
                 "skipped_steps": p.skipped_steps, "rng": gather_rng_states(),
+                "epoch_partial": gather_objects({"sums": {k: float(v) for k, v in p.epoch_sums.items()},
+                                                 "steps": p.epoch_steps, "images": p.epoch_images}),
                 "config": config_to_dict(self.cfg), "world_size": self.dist.world_size}
 
     def save(self, name: str, state: dict | None = None) -> Path | None:
@@ -242,8 +254,8 @@ class Trainer:
 
     def evaluate_only(self) -> dict:
         """COCO AP of the current weights on the val split, printed and returned (writes nothing)."""
-        from .evaluation import evaluate
-        from .evaluator import format_metrics_table
+        from ..evaluation.loop import evaluate
+        from ..evaluation.coco import format_metrics_table
 
         tc, ec = self.cfg.train, self.cfg.eval
         metrics = evaluate(self.model, self.postprocess, self.val_loader, self.val_set.coco, self.device, tc.amp,
@@ -260,10 +272,10 @@ class Trainer:
         total = self.batches_per_epoch
         bar = tqdm(total=total, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
                    disable=not self.is_main or not sys.stderr.isatty(), dynamic_ncols=True, mininterval=1.0)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        start = time.perf_counter()
-        images_seen = 0
+        if p.step_in_epoch == 0:
+            p.epoch_sums, p.epoch_steps, p.epoch_images = {}, 0, 0
+        sums = p.epoch_sums
+        start, images_before = time.perf_counter(), p.epoch_images
         accum = tc.grad_accum
         monitor = StepMonitor(total, p.step_in_epoch, (tc.epochs - epoch - 1) * total, self.device)
         for images, mask, targets in self.train_loader:
@@ -287,25 +299,26 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
             sums["loss"] = sums.get("loss", 0) + loss.detach().float()
-            count += 1
-            images_seen += len(targets)
+            p.epoch_steps += 1
+            p.epoch_images += len(targets)
             p.step_in_epoch += 1
             monitor.step_done(len(targets) * self.dist.world_size)
             bar.update(1)
             if p.step_in_epoch % tc.log_every == 0 or p.step_in_epoch == total:
-                scalars = {k: float(v) / count for k, v in ((k, sums[k]) for k in ("loss", "loss_ce", "loss_bbox", "loss_giou"))
-                           if k in sums}
+                scalars = {k: float(v) / p.epoch_steps
+                           for k, v in ((k, sums[k]) for k in ("loss", "loss_ce", "loss_bbox", "loss_giou")) if k in sums}
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                 for hook in self.hooks:
                     hook.after_step(self, {**scalars, "lr": lr, **monitor.scalars()})
         bar.close()
         elapsed = time.perf_counter() - start
-        means = mean_over_processes({k: v / max(1, count) for k, v in sums.items()})
+        means = mean_over_processes({k: v / max(1, p.epoch_steps) for k, v in sums.items()})
+        world = self.dist.world_size
         record = {"epoch": epoch + 1, **{f"train_{k}": float(v) for k, v in sorted(means.items())},
                   "lr": self.optimizer.param_groups[0]["lr"], "lr_backbone": self._lr_of("backbone"),
-                  "train_seconds": elapsed, "train_images": images_seen * self.dist.world_size,
-                  "train_images_per_s": images_seen * self.dist.world_size / max(elapsed, 1e-9),
+                  "train_seconds": elapsed, "train_images": p.epoch_images * world,
+                  "train_images_per_s": (p.epoch_images - images_before) * world / max(elapsed, 1e-9),
                   "updates": p.update, "world_size": self.dist.world_size,
                   "batch_size": tc.batch_size * self.dist.world_size * tc.grad_accum}
         if p.skipped_steps:

@@ -31,13 +31,11 @@ import numpy as np
 
 from ..errors import UsageError
 from ..utils.io import atomic_write_json
+from .names import AP_NAMES, BACKENDS, METRIC_NAMES
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("faster_coco_eval", "pycocotools")
 
-#: the 12 numbers of COCOeval.summarize() for boxes, in its order
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 # one image's detections as stored: (boxes xywh float64 (N, 4), scores float64 (N,), labels int64 (N,))
 _Dets = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -221,7 +219,7 @@ def _run_cocoeval(coco_gt, dets_by_image: Mapping[int, _Dets], backend: str, per
         metrics["per_category"] = _per_category_ap(coco_eval, cat_names)
     logger.info("COCO bbox (%s, %d images, %d detections, %.1fs): %s", backend, len(img_ids), len(anns),
                 time.perf_counter() - t0,
-                " ".join(f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+                " ".join(f"{k} {metrics[k]:.3f}" for k in AP_NAMES))
     return metrics
 
 

@@ -9,8 +9,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from .distributed import is_dist, rank
-from .evaluator import CocoEvaluator
+from ..engine.distributed import is_dist, rank
+from .coco import CocoEvaluator
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from detectron2.data import transforms as T
 from detectron2.data.datasets import register_coco_instances
 
 from ...config import config_from_dict
-from ...data.synthetic import ensure_synthetic
+from ...data.synthetic import ensure_synthetic, split_files
 from ...data.transforms import resize_shape
 from .config import SYNTHETIC_TRAIN, SYNTHETIC_VAL, node_to_dict
 
@@ -72,7 +72,7 @@ def register_synthetic(cfg) -> list[str]:
     root = ensure_synthetic(synth)
     for name in wanted:
         split = "train" if name == SYNTHETIC_TRAIN else "val"
-        json_file = str(root / "annotations" / f"instances_{split}.json")
+        json_file = str(split_files(root, split)[1])
         if name in DatasetCatalog:
             if MetadataCatalog.get(name).get("json_file") == json_file:
                 continue
