@@ -56,6 +56,11 @@ def test_the_installed_copy_is_used_and_ships_every_config(venv, tmp_path):
     out = run(venv, venv / "bin" / "python", "-c", code, cwd=tmp_path)
     path, names = json.loads(out.stdout)
     assert Path(path).is_relative_to(venv) and names == shipped_configs()
+    package = ROOT / "detr_irpe"
+    installed = Path(path).parent
+    modules = sorted(str(p.relative_to(package)) for p in package.rglob("*.py"))
+    assert modules == sorted(str(p.relative_to(installed)) for p in installed.rglob("*.py")
+                             if not p.is_relative_to(installed / "configs"))
 
 
 def test_python_m_evaluates_on_the_synthetic_data_by_config_name(venv, tmp_path):

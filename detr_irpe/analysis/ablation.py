@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, load_config
-from ..engine.runs import RunSpec
+from ..launch.local import RunSpec
 from ..utils.io import atomic_write_json
 
 

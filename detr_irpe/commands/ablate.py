@@ -42,7 +42,7 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     from ..analysis.ablation import load_ablation, run_specs, shell_command, write_study
-    from ..engine.runs import child_env, run_local, run_state
+    from ..launch.local import child_env, run_local, run_state
     from ..utils.logs import setup_logging
 
     setup_logging()

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     from ..config import find_config, load_config
     from ..data.synthetic import ensure_synthetic
-    from ..engine.runs import RunSpec, read_log, run_local
+    from ..launch.local import RunSpec, read_log, run_local
     from ..utils.logs import setup_logging
 
     setup_logging()

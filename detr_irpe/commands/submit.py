@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     import submitit
 
-    from ..engine.launch import TrainTask
+    from ..launch.slurm import TrainTask
     from .train import build_parser as train_parser
 
     parse_command_line(train_parser(), train_argv)  # fail here, not in the queue, on a bad command line
