@@ -9,7 +9,7 @@ import torch
 from engine_helpers import micro_checkpoints, tool_main
 from PIL import Image
 
-from detr_irpe.analysis import visualize as vis
+from detr_irpe.analysis import attention_figure, rpe_figure
 from detr_irpe.analysis.predict import Predictor, read_image
 from detr_irpe.hub.loader import load_model
 from detr_irpe.cli import run_main
@@ -82,8 +82,8 @@ def test_attention_maps_follow_the_pixel_and_are_distributions(env):
     image = read_image(env["data"] / "val" / "000000.png")
     h, w = image.shape[-2:]
     pred = Predictor(loaded)
-    first = vis.attention_maps(pred, image, 0, 0)
-    last = vis.attention_maps(pred, image, w - 1, h - 1)
+    first = attention_figure.attention_maps(pred, image, 0, 0)
+    last = attention_figure.attention_maps(pred, image, w - 1, h - 1)
     assert first.maps.shape == (2, 4, h, w)  # layers, heads, original image size
     assert first.token == (0, 0)
     vh, vw = first.grid.shape[-2:]
@@ -92,7 +92,7 @@ def test_attention_maps_follow_the_pixel_and_are_distributions(env):
     np.testing.assert_allclose(first.grid.sum(axis=(-1, -2)), 1.0, atol=1e-5)
     assert not np.allclose(first.maps, last.maps)
     with pytest.raises(UsageError, match="outside the image"):
-        vis.attention_maps(pred, image, w, 0)
+        attention_figure.attention_maps(pred, image, w, 0)
 
 
 def test_attention_figure_with_two_checkpoints_has_both(env, capsys):
@@ -109,8 +109,8 @@ def test_attention_figure_with_two_checkpoints_has_both(env, capsys):
     entries = []
     for ck in (ck_abs, ck_irpe):
         loaded = load_model(ck)
-        entries.append((loaded.label, image, vis.attention_maps(Predictor(loaded), image, 10, 20)))
-    fig = vis.attention_figure(entries)
+        entries.append((loaded.label, image, attention_figure.attention_maps(Predictor(loaded), image, 10, 20)))
+    fig = attention_figure.attention_figure(entries)
     assert len(fig.axes) == (1 + 1 * 4) + (1 + 2 * 4)
     titles = " ".join(ax.get_title() for ax in fig.axes)
     assert "abs.pth" in titles and "product_ctx.pth" in titles
@@ -130,7 +130,7 @@ def test_rpe_figure_for_each_variant(env, name):
     assert _run(["rpe", "--checkpoint", env["ckpt"][name], "--out", out]) == 0
     _png(out)
     spec = RPESpec.parse(VARIANTS[name][0])
-    tables = vis.rpe_tables(load_model(env["ckpt"][name]).model)
+    tables = rpe_figure.rpe_tables(load_model(env["ckpt"][name]).model)
     layers = 2 if name == "product_ctx" else 1
     assert [(t.layer, t.side) for t in tables] == [(n, s) for n in range(layers) for s in spec.rpe_on]
     B, heads = spec.half_width, 1 if spec.shared_head else 4
@@ -159,13 +159,13 @@ def test_rpe_values_are_the_tables_in_bucket_layout(env):
     B = attn.rpe.half_width
     with torch.no_grad():
         attn.rpe_k.lookup_table_bias[2, (1 + B) * (2 * B + 1) + (-2 + B)] = 7.0
-    k = next(t for t in vis.rpe_tables(model) if t.side == "k")
+    k = next(t for t in rpe_figure.rpe_tables(model) if t.side == "k")
     assert k.values[2, 1 + B, -2 + B] == 7.0
     np.testing.assert_array_equal(k.values.reshape(4, -1), attn.rpe_k.lookup_table_bias.detach().numpy())
 
     model = load_model(env["ckpt"]["cross"]).model
     attn = model.transformer.encoder.layers[0].self_attn
-    tables = {t.side: t for t in vis.rpe_tables(model)}
+    tables = {t.side: t for t in rpe_figure.rpe_tables(model)}
     w_k = attn.rpe_k.rp_cols.lookup_table_weight.detach()  # (heads, head_dim, K)
     np.testing.assert_allclose(tables["k"].values["cols"], w_k.norm(dim=1).numpy(), rtol=1e-6)
     w_v = attn.rpe_v.rp_rows.lookup_table_weight.detach()  # (heads, K, head_dim)
@@ -174,8 +174,8 @@ def test_rpe_values_are_the_tables_in_bucket_layout(env):
 
 def test_offset_labels_name_the_offsets_of_each_bucket():
     spec = RPESpec.parse("rpe-2.0-product-ctx-1-k")  # alpha 2, beta 4, gamma 16: B = 4
-    assert vis.offset_labels(spec) == ["≤-10", "-9..-4", "-3..-2", "-1", "0", "1", "2..3", "4..9", "≥10"]
-    assert vis.distance_labels(RPESpec.parse("rpe-2.0-euc-ctx-1-k")) == ["0", "1", "2..3", "4..9", "≥10"]
+    assert rpe_figure.offset_labels(spec) == ["≤-10", "-9..-4", "-3..-2", "-1", "0", "1", "2..3", "4..9", "≥10"]
+    assert rpe_figure.distance_labels(RPESpec.parse("rpe-2.0-euc-ctx-1-k")) == ["0", "1", "2..3", "4..9", "≥10"]
 
 
 def test_rpe_of_a_model_without_irpe_is_a_clear_error(env, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 DPI = 100
 
 
@@ -25,3 +27,8 @@ def save_png(fig, path: str | Path) -> Path:
     path = Path(path).expanduser()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
     return path
+
+
+def hwc(image) -> np.ndarray:
+    """A uint8 CHW tensor as an HWC numpy array for imshow."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())

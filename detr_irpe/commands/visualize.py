@@ -78,7 +78,8 @@ def main(argv=None) -> int:
 
     setup_logging()
 
-    from ..analysis import visualize as vis
+    from ..analysis import attention_figure, detection_figure, rpe_figure
+    from ..analysis.figures import save_png
     from ..analysis.predict import Predictor, class_names, list_inputs, read_image
     from ..hub.loader import load_model
 
@@ -90,13 +91,13 @@ def main(argv=None) -> int:
         loaded = load_model(args.checkpoint, args.overrides, args.device, args.config)
         names = class_names(loaded, args.annotations)
         if args.images:
-            items = vis.file_items(files, args.max_images)
+            items = detection_figure.file_items(files, args.max_images)
         else:
             if args.val <= 0:
                 raise UsageError(f"--val must be > 0, got {args.val}")
-            items = vis.val_items(loaded, args.val, args.start)
-        panels = vis.detection_panels(Predictor(loaded), items, args.score_threshold)
-        fig = vis.predictions_figure(panels, names, loaded.label, args.columns)
+            items = detection_figure.val_items(loaded, args.val, args.start)
+        panels = detection_figure.detection_panels(Predictor(loaded), items, args.score_threshold)
+        fig = detection_figure.predictions_figure(panels, names, loaded.label, args.columns)
     elif args.command == "attention":
         if len(args.checkpoint) > 2:
             raise UsageError(f"attention compares at most two checkpoints, got {len(args.checkpoint)}")
@@ -106,18 +107,18 @@ def main(argv=None) -> int:
         if args.image:
             image, name = read_image(args.image), Path(args.image).name
         else:
-            name, image, _ = vis.val_items(models[0], 1, args.val_index)[0]
+            name, image, _ = detection_figure.val_items(models[0], 1, args.val_index)[0]
         h, w = image.shape[-2:]
         x = (w - 1) / 2 if args.x is None else args.x
         y = (h - 1) / 2 if args.y is None else args.y
         labels = args.labels or [m.label for m in models]
-        entries = [(label, image, vis.attention_maps(Predictor(m), image, x, y)) for label, m in zip(labels, models)]
-        fig = vis.attention_figure(entries, f"encoder self-attention of the token under pixel ({x:g}, {y:g}) of {name}")
+        entries = [(label, image, attention_figure.attention_maps(Predictor(m), image, x, y)) for label, m in zip(labels, models)]
+        fig = attention_figure.attention_figure(entries, f"encoder self-attention of the token under pixel ({x:g}, {y:g}) of {name}")
     else:
         loaded = load_model(args.checkpoint, args.overrides, args.device, args.config)
-        tables = vis.rpe_tables(loaded.model, f"checkpoint {args.checkpoint}")
-        fig = vis.rpe_figure(tables, loaded.label)
-    out = vis.save_figure(fig, args.out)
+        tables = rpe_figure.rpe_tables(loaded.model, f"checkpoint {args.checkpoint}")
+        fig = rpe_figure.rpe_figure(tables, loaded.label)
+    out = save_png(fig, args.out)
     width, height = fig.canvas.get_width_height()
     print(json.dumps({"figure": str(out), "width": width, "height": height}))
     return 0
