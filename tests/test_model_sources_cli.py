@@ -206,3 +206,26 @@ def test_an_unknown_name_suggests_the_nearest_zoo_entry(capsys):
 def test_a_folder_that_is_not_a_hugging_face_model_is_refused(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert "Hugging Face" in error_of(capsys, tmp_path / "empty")
+
+
+def test_a_hugging_face_folder_evaluates_like_the_same_weights_in_a_checkpoint(env, tmp_path):
+    from detr_irpe.config import load_config
+    from detr_irpe.hub.huggingface import write_hf_folder
+    from detr_irpe.models import build_model
+
+    arch = ["model.backbone.name=resnet18", "model.backbone.weights=none", "model.backbone.norm=frozen_bn",
+            "model.hidden_dim=32", "model.nheads=4", "model.enc_layers=1", "model.dec_layers=1",
+            "model.dim_feedforward=64", "model.num_queries=5", "model.num_classes=5", "model.dropout=0.0"]
+    cfg = load_config(None, arch + data_overrides(env))
+    torch.manual_seed(0)
+    model = build_model(cfg)[0]
+    names = ["", "circle", "square", "triangle", "cross"]
+    folder = write_hf_folder(model, cfg, names, tmp_path / "hf")
+    status, from_hf = evaluate(folder, tmp_path / "hf_eval", *data_overrides(env))
+    assert status == 0
+    path = tmp_path / "same.pth"
+    from detr_irpe.config import config_to_dict
+
+    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
+    status, from_ckpt = evaluate(path, tmp_path / "ckpt_eval")
+    assert status == 0 and same_detections(from_hf, from_ckpt)
