@@ -3,6 +3,7 @@ train.log, warnings during an epoch go through the progress-bar-safe console, an
 W&B and MLflow writers (fakes here) receive the config and the scalars, imported only when chosen."""
 
 import logging
+import re
 import sys
 import types
 import warnings
@@ -103,12 +104,15 @@ def test_wandb_and_mlflow_writers_get_config_and_scalars(tmp_path, monkeypatch):
     steps = [c for c in calls if c[0] == "wandb.log"]
     assert [c[2] for c in steps] == [1, 2, 3, 3]  # three log intervals, then the epoch, at the update counter
     assert {"train/loss", "train/images_per_s", "train/eta_run_s"} <= set(steps[0][1])
+    # every writer sees the interval's figures (4 images a step take far less than 4 s)
+    assert all(c[1]["train/images_per_s"] > 1 and c[1]["train/step_s"] > 1e-3 for c in steps[:3])
     assert "epoch/AP" in steps[-1][1]
     assert any(c[0] == "mlflow.log_metrics" and "epoch_AP" in c[1] for c in calls)
     assert set(names[-2:]) == {"wandb.finish", "mlflow.end_run"}
     assert not (out / "tensorboard").exists()  # not chosen
     log = (out / "train.log").read_text()
-    assert "(iteration 3)" in log and "img/s" in log and "ETA epoch" in log and "peak" in log
+    assert "(iteration 3)" in log and "ETA epoch" in log and "peak" in log
+    assert all(float(v) > 1 for v in re.findall(r"\| ([\d.]+) img/s data", log))
 
 
 def test_a_writer_that_is_not_installed_stops_before_anything_is_written(tmp_path, monkeypatch):

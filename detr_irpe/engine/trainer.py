@@ -309,8 +309,9 @@ class Trainer:
                            for k, v in ((k, sums[k]) for k in ("loss", "loss_ce", "loss_bbox", "loss_giou")) if k in sums}
                 lr = self.optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
+                scalars.update(lr=lr, **monitor.scalars())
                 for hook in self.hooks:
-                    hook.after_step(self, {**scalars, "lr": lr, **monitor.scalars()})
+                    hook.after_step(self, scalars)
         bar.close()
         elapsed = time.perf_counter() - start
         means = mean_over_processes({k: v / max(1, p.epoch_steps) for k, v in sums.items()})
