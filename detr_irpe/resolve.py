@@ -44,13 +44,16 @@ def names_by_id(categories: Sequence[Mapping], num_classes: int) -> list[str]:
 
 
 def resolve_config(cfg, *, weights: Mapping | None = None, dataset=None, class_names: Sequence[str] | None = None,
-                   source: str = "config"):
+                   device=None, source: str = "config"):
     """A frozen copy of ``cfg`` with ``model.num_classes`` and ``model.class_names`` decided:
     the class count is the weights' head when there are weights (a different ``model.num_classes``
     is replaced, with a warning), else ``model.num_classes``, else the dataset's (largest category
     id + 1); class names come from the config, then
     ``class_names`` (e.g. a Hugging Face folder's id2label), then the dataset's categories, then
-    COCO's for a 91-class model. A dataset whose ids exceed the class count is a ConfigError."""
+    COCO's for a 91-class model. A dataset whose ids exceed the class count is a ConfigError.
+    ``device`` (the torch.device the run uses) replaces ``train.device=auto`` by what it chose.
+    ``model.attention_kernel=auto`` stays: the kernel is chosen per call from the input (see
+    detr_irpe.models.attention)."""
     if is_frozen(cfg):
         return cfg
     n = cfg.model.num_classes
@@ -79,5 +82,7 @@ def resolve_config(cfg, *, weights: Mapping | None = None, dataset=None, class_n
     resolved = apply_overrides(cfg, [], source)
     resolved.model.num_classes = n
     resolved.model.class_names = list(names) if names else None
+    if device is not None:
+        resolved.train.device = str(device)
     return freeze(resolved)
 

@@ -71,3 +71,8 @@ def test_the_resolved_config_is_read_only_and_the_input_untouched():
     with pytest.raises(AttributeError, match="read-only"):
         cfg.train.epochs = 1
     assert resolve_config(cfg) is cfg
+
+
+def test_the_device_chosen_for_auto_is_recorded():
+    cfg = resolve_config(tiny_config("train.device=auto"), weights=head(3), device=torch.device("cpu"))
+    assert cfg.train.device == "cpu"

@@ -86,7 +86,8 @@ class Trainer:
         seed_everything(tc.seed + self.dist.rank)
 
         self.train_set = build_dataset(cfg, "train")
-        self.cfg = cfg = resolve_config(cfg, dataset=self.train_set, source=f"config of {self.out}")
+        self.cfg = cfg = resolve_config(cfg, dataset=self.train_set, device=self.device,
+                                       source=f"config of {self.out}")
         self.val_set = build_dataset(cfg, "val")
         self.train_loader = build_loader(self.train_set, cfg, train=True, world_size=self.dist.world_size,
                                          rank=self.dist.rank)
