@@ -37,7 +37,11 @@ def set_rng_state(state: dict) -> None:
 
 def gather_rng_states() -> list[dict]:
     """Every process's random states, indexed by rank (a resumed run restores its own)."""
-    mine = rng_state()
+    return gather_objects(rng_state())
+
+
+def gather_objects(mine) -> list:
+    """Every process's ``mine`` (plain data), indexed by rank (collective)."""
     if not (dist.is_available() and dist.is_initialized()):
         return [mine]
     out = [None] * dist.get_world_size()
