@@ -38,3 +38,12 @@ def irpe_bucket_cases() -> list:
         return json.loads(shared.read_text())["cases"]
     with gzip.open(ROOT / "tests" / "data" / "irpe_buckets.json.gz", "rt") as f:
         return json.load(f)["cases"]
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """An empty torch hub cache in a temporary folder; yields its checkpoints folder."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub" / "checkpoints"
+    torch.hub.set_dir(old)

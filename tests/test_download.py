@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from detr_irpe.errors import SourceError
 from detr_irpe.hub.download import cache_path, download, file_sha256, hash_in_name
@@ -28,15 +27,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture
-def hub(tmp_path):
-    """An empty torch hub cache."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub" / "checkpoints"
-    torch.hub.set_dir(old)
 
 
 @pytest.fixture

@@ -110,15 +110,6 @@ class Server:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def hub(tmp_path):
-    """torch.hub's cache in a temporary folder."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub" / "checkpoints"
-    torch.hub.set_dir(old)
-
-
 def test_a_url_is_downloaded_once_and_evaluated_from_the_cache(env, tmp_path, hub):
     served = tmp_path / "served"
     served.mkdir()
