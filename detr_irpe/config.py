@@ -361,6 +361,8 @@ def find_config(name: str | os.PathLike) -> Path:
     for candidate in (config_dir() / text, config_dir() / f"{text}.yaml"):
         if candidate.is_file():
             return candidate
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
     names = shipped_configs()
     near = difflib.get_close_matches(text.removesuffix(".yaml"), names, n=1)
     hint = f" (did you mean '{near[0]}'?)" if near else f"; shipped configs: {', '.join(names)}"
@@ -419,7 +421,8 @@ def _read_yaml_tree(path: Path, chain: list[Path]) -> dict:
     path = path.expanduser()
     if not path.is_file():
         where = f" (base of {chain[-1]})" if chain else ""
-        raise ConfigError(f"config file {path}{where} does not exist")
+        what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path}{where} {what}")
     if path.resolve() in chain:
         raise ConfigError(f"config {path}: _base_ files include each other in a cycle")
     try:

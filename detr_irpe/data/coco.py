@@ -252,7 +252,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
     """Raise ImageTooLargeError when ``width * height`` exceeds ``max_pixels`` (None: no limit)."""
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageTooLargeError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels, more than "
+        raise ImageTooLargeError(f"{what} is {width}x{height} = {width * height:,} pixels, more than "
                                  f"data.max_image_pixels={max_pixels} (raise it, or null for no limit, to read it)")
 
 
