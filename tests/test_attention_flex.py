@@ -322,3 +322,14 @@ def test_cuda_flex_under_bf16_autocast_is_close_to_float32():
         out = _run(attn, "flex", mask, (13, 17))(x, pos)
     out.float().sum().backward()
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_layers_sharing_a_padding_tensor_share_its_block_mask():
+    mask = torch.zeros(B, 300, dtype=torch.bool)
+    mask[1, -100:] = True
+    first = flex.shared_block_mask(mask, 300)
+    assert flex.shared_block_mask(mask, 300) is first
+    assert flex.shared_block_mask(mask, 100) is not first  # other queries: another mask
+    other = mask.clone()
+    other[0, -50:] = True
+    assert flex.shared_block_mask(other, 300).to_dense().equal(flex.padding_block_mask(other, 300).to_dense())

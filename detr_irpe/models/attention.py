@@ -60,12 +60,16 @@ class MultiheadAttention(nn.Module):
         Returns (output (B, L, E), per-head weights (B, heads, L, S) or None)."""
         B, L, E = query.shape
         S = key.shape[1]
+        # split, not sliced: the gradient of a split is one concatenation, that of each slice a
+        # zero-filled copy of the whole weight
         w, b = self.in_proj_weight, self.in_proj_bias
         if query is key:
-            q, k = F.linear(query, w[: 2 * E], b[: 2 * E]).chunk(2, dim=-1)
+            (w_qk, w_v), (b_qk, b_v) = w.split([2 * E, E]), b.split([2 * E, E])
+            q, k = F.linear(query, w_qk, b_qk).chunk(2, dim=-1)
         else:
-            q, k = F.linear(query, w[:E], b[:E]), F.linear(key, w[E : 2 * E], b[E : 2 * E])
-        v = F.linear(value, w[2 * E :], b[2 * E :])
+            (w_q, w_k, w_v), (b_q, b_k, b_v) = w.split(E), b.split(E)
+            q, k = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k)
+        v = F.linear(value, w_v, b_v)
         heads = lambda x, n: x.view(B, n, self.num_heads, self.head_dim).transpose(1, 2)
         q, k, v = heads(q, L) * self.scaling, heads(k, S), heads(v, S)
 
@@ -147,7 +151,7 @@ class MultiheadAttention(nn.Module):
 
 
 def _auto_kernel(q: torch.Tensor, irpe: bool, value_term: bool) -> str:
-    """The kernel for this call (see tools/benchmark.py encoder).
+    """The kernel for this call (see detr-irpe benchmark encoder).
 
     - iRPE on values: fused (the only kernel with the per-bucket value term besides plain).
     - CUDA with iRPE logit terms: flex, whose fused kernel evaluates the terms per score, where
