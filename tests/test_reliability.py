@@ -1,9 +1,10 @@
 """What the project promises when things go wrong. Bad input: the tool exits with status 2 and one
 line `error: ...` naming the file, field or value, without a traceback, and the output folder is
 left as it was; sizes that come from the input are refused before anything is allocated from
-them. A bug (any other exception) keeps its traceback and exit status 1. Faults: no checkpoint is ever lost or half-written, interrupted runs save their
-state and resume, non-finite losses stop (or skip) clearly, a dead peer does not hang the others,
-a full disk is reported and the previous files stay intact."""
+them. A bug (any other exception) keeps its traceback and exit status 1. Faults: no checkpoint is
+ever lost or half-written, interrupted runs save their state and resume, non-finite losses stop
+(or skip) clearly, a dead peer does not hang the others, a full disk is reported and the
+previous files stay intact."""
 
 import errno
 import hashlib
