@@ -1,6 +1,7 @@
 """The CUDA paths: attention kernels against the CPU, mixed precision, torch.compile, and a training
 run through NCCL. Skipped without a CUDA device (CI has none; run on a GPU machine)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,25 +40,47 @@ def test_cuda_kernels_match_the_cpu(irpe):
             assert (g.cpu() - r).abs().max() < 1e-8, kernel
 
 
-@pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_training_runs_on_cuda(tmp_path, amp):
-    from detr_irpe.engine.launch import train_main
+def _trainer(tmp_path, *overrides):
+    """A micro Trainer on the GPU (one epoch)."""
+    from detr_irpe.config import load_config
+    from detr_irpe.engine.trainer import Trainer
 
-    out = tmp_path / amp
-    assert train_main(micro(tmp_path / "cache", out, "train.device=cuda", f"train.amp={amp}", "train.epochs=1")) == 0
-    assert (out / "checkpoint.pth").is_file()
-
-
-def test_compiled_model_trains_on_cuda(tmp_path):
-    from detr_irpe.engine.launch import train_main
-
-    assert train_main(micro(tmp_path / "cache", tmp_path / "c", "train.device=cuda", "train.compile=true",
-                            "train.epochs=1")) == 0
+    return Trainer(load_config(None, micro(tmp_path / "cache", tmp_path / "run", "train.device=cuda", "train.epochs=1",
+                                           *overrides)))
 
 
-def test_torchrun_with_nccl_trains(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-           str(ROOT / "tools" / "train.py"), *micro(tmp_path / "cache", tmp_path / "n", "train.device=cuda", "train.epochs=1")]
+@pytest.mark.parametrize("amp,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_training_runs_its_forward_in_the_reduced_dtype(tmp_path, amp, dtype):
+    trainer = _trainer(tmp_path, f"train.amp={amp}")
+    dtypes = []
+    trainer.model.class_embed.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    trainer.train()
+    assert dtypes and set(dtypes) == {dtype}  # training steps and evaluation alike
+    assert trainer.scaler.is_enabled() == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
+    saved = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())  # fp32 weights
+    assert (saved["scaler"] is not None) == (amp == "fp16")
+
+
+def test_compiled_model_is_the_one_that_trains_on_cuda(tmp_path):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    trainer = _trainer(tmp_path, "train.compile=true")
+    assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule)
+    trainer.train()
+    assert counters["stats"]["unique_graphs"] > 0  # torch.compile traced and ran the model's forward
+    assert (tmp_path / "run" / "checkpoint.pth").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices for a two-process NCCL group")
+def test_torchrun_with_nccl_trains_two_processes(tmp_path):
+    out = tmp_path / "n"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tools" / "train.py"), *micro(tmp_path / "cache", out, "train.device=cuda", "train.epochs=1")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "process group: nccl" in proc.stderr or (tmp_path / "n" / "checkpoint.pth").is_file()
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["dist_backend"] == "nccl" and info["world_size"] == 2
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["world_size"] == 2

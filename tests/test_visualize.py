@@ -65,16 +65,29 @@ def test_predictions_figure_depends_on_the_model(env):
     assert pa.shape == pb.shape and not np.array_equal(pa, pb)
 
 
-def test_predictions_on_a_folder_skip_non_images(env, tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("000000.png", "000001.png"):
-        (folder / name).write_bytes((env["data"] / "val" / name).read_bytes())
-    (folder / "readme.txt").write_text("not an image")
-    out = tmp_path / "folder.png"
-    assert _run(["predictions", "--checkpoint", env["ckpt"]["product_ctx"], "--images", folder,
-                 "--score-threshold", 0, "--out", out]) == 0
-    _png(out)
+def test_predictions_on_a_folder_skip_non_images(env, tmp_path, capsys):
+    figures = {}
+    for kind in ("images only", "with a text file"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        for name in ("000000.png", "000001.png"):
+            (folder / name).write_bytes((env["data"] / "val" / name).read_bytes())
+        if kind == "with a text file":
+            (folder / "readme.txt").write_text("not an image")
+        figures[kind] = tmp_path / f"{kind}.png"
+        capsys.readouterr()
+        assert _run(["predictions", "--checkpoint", env["ckpt"]["product_ctx"], "--images", folder,
+                     "--score-threshold", 0, "--out", figures[kind]]) == 0
+    err = capsys.readouterr().err
+    assert "skipping" in err and "readme.txt: not an image file (suffix '.txt')" in err
+    # the skipped file left no trace: the figure is the one of the two images alone
+    assert np.array_equal(_png(figures["images only"]), _png(figures["with a text file"]))
+    only_text = tmp_path / "text only"
+    only_text.mkdir()
+    (only_text / "readme.txt").write_text("not an image")
+    assert _run(["predictions", "--checkpoint", env["ckpt"]["product_ctx"], "--images", only_text,
+                 "--out", tmp_path / "none.png"]) == 2
+    assert "holds no image files (1 other file(s)" in capsys.readouterr().err
 
 
 def test_attention_maps_follow_the_pixel_and_are_distributions(env):

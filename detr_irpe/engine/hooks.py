@@ -151,6 +151,7 @@ class RunInfoWriter(Hook):
                 "position_embedding": cfg.model.position_embedding, "encoder_abs_pos": cfg.model.encoder_abs_pos,
                 "backbone": cfg.model.backbone.name, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
                 "world_size": trainer.dist.world_size, "device": str(trainer.device),
+                "dist_backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                 "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
                 "torch": torch.__version__}
         atomic_write_json(trainer.out / "run_info.json", info, indent=1)
