@@ -114,3 +114,72 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 10 else f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
     return str(value)
+
+
+#: the phases of a training step, as the step functions label them (torch.profiler.record_function)
+PHASES = ("forward", "loss", "backward", "optimizer")
+#: profiler event names counted per step: values read back to the host, waits for the device,
+#: kernel launches (runtime and driver API) and host-device copies
+_COUNTED = {
+    "scalar reads (item, float, bool)": ("aten::_local_scalar_dense",),
+    "device syncs": ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"),
+    "kernel launches": ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"),
+    "copies": ("cudaMemcpyAsync", "cudaMemcpy"),
+}
+
+
+def _under_aten(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def profile_step(step: Callable[[], None], device: torch.device, title: str, phases=PHASES, steps: int = 3,
+                 top: int = 25, warmup: int = 2, as_json: bool = False) -> list[list]:
+    """Profile ``steps`` calls of ``step`` after ``warmup`` calls and print where a call goes:
+    host time per phase (the ``record_function`` ranges named in ``phases``), the device's busy
+    time against the wall time, counts of host syncs, launches and copies, and the operators
+    with the most self time. Returns the phase rows."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        wall = (time.perf_counter() - t0) / steps
+    events = prof.events()
+    host = {name: sum(e.cpu_time_total for e in events if e.name == name) / steps / 1e3 for name in phases}
+    averages = prof.key_averages()
+    counts = {label: sum(a.count for a in averages if a.key in names) / steps for label, names in _COUNTED.items()}
+    if device.type != "cuda":
+        counts = {k: v for k, v in counts.items() if k.startswith("scalar")}
+    # outermost operators: on a GPU each launches one kernel or more; on the CPU the count that
+    # stands in for launches
+    counts["operators (outermost aten calls)"] = sum(
+        1 for e in events if e.name.startswith("aten::") and not _under_aten(e)) / steps
+    device_busy = sum(a.self_device_time_total for a in averages) / steps / 1e3
+    rows = [[name, ms, 100 * ms / (wall * 1e3)] for name, ms in host.items()]
+    extra = {"wall ms/step (under the profiler)": f"{wall * 1e3:.1f}",
+             **{f"{label} per step": f"{n:g}" for label, n in counts.items()}}
+    if device.type == "cuda":
+        extra["device busy ms/step"] = f"{device_busy:.1f} ({100 * device_busy / (wall * 1e3):.0f}% of the wall time)"
+    print_table(title, ["phase", "host ms/step", "% of wall"], rows, as_json, extra)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    if as_json:
+        ops = sorted(averages, key=lambda a: a.self_device_time_total if device.type == "cuda" else a.self_cpu_time_total,
+                     reverse=True)[:top]
+        print(json.dumps({"title": f"{title}: top operators", "rows": [
+            {"name": a.key, "calls/step": a.count / steps, "self cpu ms/step": a.self_cpu_time_total / steps / 1e3,
+             "self device ms/step": a.self_device_time_total / steps / 1e3} for a in ops]}, indent=1))
+    else:
+        print(f"\ntop operators by self {'device' if device.type == 'cuda' else 'CPU'} time, {steps} steps:")
+        print(averages.table(sort_by=sort, row_limit=top, max_name_column_width=60))
+    return rows

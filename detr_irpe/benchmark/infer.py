@@ -1,5 +1,6 @@
 """Inference throughput: images/s at batch 1 and 4, without and with iRPE, float32 and bf16
-autocast (where the device supports it), optionally compiled."""
+autocast (where the device supports it), optionally compiled; optionally the reference code's
+model beside it (never compiled: it runs as its own code does)."""
 
 from __future__ import annotations
 
@@ -20,40 +21,57 @@ def _bf16_supported(dev: torch.device) -> bool:
     return bool(check and check()) or bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def _setup(irpe, backbone, batch, height, width, device, dtype, compile_):
+def _setup(irpe, backbone, batch, height, width, device, dtype, compile_, reference=None):
     torch.manual_seed(0)
     dev = torch.device(device)
-    cfg = load_config(None, [f"model.backbone.name={backbone}", "model.backbone.weights=none", f"model.irpe={irpe}"])
-    model, _, post = build_model(cfg)
-    model.to(dev).eval()
-    fwd = torch.compile(model) if compile_ else model
     images = torch.randn(batch, 3, height, width, device=dev)
     mask = torch.zeros(batch, height, width, dtype=torch.bool, device=dev)
     sizes = torch.tensor([[height, width]] * batch, device=dev)
+    if reference is None:
+        cfg = load_config(None, [f"model.backbone.name={backbone}", "model.backbone.weights=none", f"model.irpe={irpe}"])
+        model, _, post = build_model(cfg)
+        fwd = torch.compile(model) if compile_ else model
+        forward = lambda: fwd(images, mask)
+    else:
+        from .reference import build_reference, reference_batch
+
+        model, _, post = build_reference(reference, irpe, backbone, device)
+        forward = lambda: model(reference_batch(list(images)))
+    model.to(dev).eval()
 
     def step():
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            post["bbox"](fwd(images, mask), sizes)
+            post["bbox"](forward(), sizes)
 
     return step
 
 
 def run(device="cpu", backbone="resnet50", height=800, width=1066, repeats=3, as_json=False, compile_=False,
-        batches=(1, 4), dtypes=("fp32", "bf16")):
-    """Print the inference table; returns its rows."""
+        batches=(1, 4), dtypes=("fp32", "bf16"), reference=None):
+    """Print the inference table (and the reference code's rows when ``reference`` names its
+    checkout); returns its rows."""
     dev = torch.device(device)
     skipped = [d for d in dtypes if d != "fp32" and not _bf16_supported(dev)]
     dtypes = [d for d in dtypes if d not in skipped]
+    codes = [("this project", None)] + ([("reference", reference)] if reference else [])
     fns = {}
     for b in batches:
         for dtype in dtypes:
-            for n, spec in VARIANTS.items():
-                fns[(n, b, dtype)] = _setup(spec, backbone, b, height, width, device, dtype, compile_)
+            for code, path in codes:
+                for n, spec in VARIANTS.items():
+                    fns[(code, n, b, dtype)] = _setup(spec, backbone, b, height, width, device, dtype,
+                                                      compile_ and path is None, path)
     times = time_interleaved(fns, dev, repeats, warmup=2 if compile_ else 1)
-    rows = [[n, b, dtype, times[(n, b, dtype)] * 1e3, b / times[(n, b, dtype)]] for (n, b, dtype) in fns]
+    rows = []
+    for case, t in times.items():
+        base = times[("this project",) + case[1:]]
+        rows.append([*case, t * 1e3, case[2] / t, t / base])
     extra = {"machine": machine_description(dev),
-             "setting": f"DETR-{backbone}, {height} x {width} inputs (COCO validation size), model + post-processing, "
-                        f"torch.compile {'on' if compile_ else 'off'}, median of {repeats}"
+             "setting": f"DETR-{backbone}, {height} x {width} inputs{' (COCO validation size)' if (height, width) == (800, 1066) else ''}, "
+                        f"model + post-processing, "
+                        f"torch.compile {'on (this project)' if compile_ else 'off'}, median of {repeats}; speed-up: "
+                        f"the row's time over this project's for the same variant, batch and dtype"
                         + (f"; {', '.join(skipped)} left out: no hardware support on this device" if skipped else "")}
-    print_table("Inference", ["variant", "batch", "dtype", "ms/batch", "images/s"], rows, as_json, extra)
+    print_table("Inference", ["code", "variant", "batch", "dtype", "ms/batch", "images/s", "this project's speed-up"], rows,
+                as_json, extra)
     return rows

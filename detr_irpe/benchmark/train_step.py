@@ -98,22 +98,26 @@ def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, mem
              for code, path in codes for p in precisions for n in VARIANTS}
     times = time_interleaved({c: _setup(*a) for c, a in cases.items()}, dev, repeats, warmup=2)
     steps = len(sizes) or 1
-    base = times[("this project", "no iRPE", "fp32")]
     rows = []
     for case, args in cases.items():
         code, name, precision = case
         per_step = times[case] / steps
         mem = peak_memory(_setup, args, dev) if memory and not sizes else float("nan")
-        rows.append([code, name, precision, per_step, 2 / per_step, mem, base / times[case]])
+        vs_fp32 = times[(code, name, "fp32")] / times[case] if "fp32" in precisions else float("nan")
+        vs_reference = times[("reference", name, precision)] / times[case] if reference else float("nan")
+        overhead = f"{100 * (times[case] / times[(code, 'no iRPE', precision)] - 1):+.1f}%"
+        rows.append([code, name, precision, per_step, 2 / per_step, mem, overhead, vs_fp32, vs_reference])
     shape = (f"2 images, shorter side cycling {sizes[0]}-{sizes[-1]} (step 32, 4:3)" if sizes
              else f"2 images ~{height} x {width}")
     extra = {"machine": machine_description(dev),
              "step": f"DETR-{backbone} (6+6 layers, 100 queries), {shape}, forward + loss with Hungarian matching + "
-                     f"backward + clip + AdamW, attention kernel {kernel}, median of {repeats}; speed-up against "
-                     f"this project's no-iRPE fp32 step"}
+                     f"backward + clip + AdamW, attention kernel {kernel}, median of {repeats}; speed-ups: the "
+                     f"same code and variant in fp32, the reference code with the same variant and precision, "
+                     f"over this row's time"}
     if skipped:
         extra["left out"] = f"{', '.join(skipped)}: CUDA only"
-    print_table("Training step", ["code", "variant", "precision", "s/step", "images/s", "peak MiB", "speed-up"],
+    print_table("Training step", ["code", "variant", "precision", "s/step", "images/s", "peak MiB",
+                                     "iRPE overhead", "speed-up vs fp32", "speed-up vs reference"],
                 rows, as_json, extra)
     return rows
 
