@@ -25,6 +25,7 @@ from .models.attention import KERNELS, NO_VALUE_TERM
 from .models.irpe import RPESpec, RPESpecError
 from .data.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .errors import UserError
+from .evaluation.names import BACKENDS
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
 NORMS = ("frozen_bn", "bn", "gn")
@@ -68,7 +69,8 @@ def is_frozen(cfg) -> bool:
 @dataclass
 class BackboneConfig(Section):
     name: str = "resnet50"
-    #: imagenet (torchvision weights, from the local torch hub cache), none, or a file path
+    #: imagenet (torchvision weights, from the local torch hub cache), none, a file path, or
+    #: checkpoint (random here: a model checkpoint loaded afterwards holds the backbone)
     weights: str = "imagenet"
     #: start from random weights when the ImageNet weights are not on this machine
     allow_random_init: bool = False
@@ -320,7 +322,7 @@ class EvalConfig(Section):
 
     def validate(self, at: str):
         _positive(self.batch_size, f"{at}.batch_size")
-        _choice(self.backend, ("faster_coco_eval", "pycocotools"), f"{at}.backend")
+        _choice(self.backend, BACKENDS, f"{at}.backend")
 
 
 @dataclass

@@ -15,12 +15,13 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.runs import read_log
 from ..errors import UserError
+from ..evaluation.names import AP_NAMES
+from ..launch.local import read_log
 from .figures import new_figure, save_png
 from .stats import MAX_SEEDS, Interval, defined, paired_difference, seeds_needed, t_interval
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+METRICS = AP_NAMES
 #: the metrics whose seed-paired differences get an interval and a verdict
 PAIRED_METRICS = ("AP", "AP50", "AP75")
 #: the interval half-width (AP as a fraction) the seed estimate aims at: +-1 AP point

@@ -1,7 +1,7 @@
 """Process-group set-up for torchrun and SLURM, and the few collective helpers the engine uses.
 
 One code path from a laptop to a cluster: with ``WORLD_SIZE`` > 1 in the environment (torchrun,
-or tools/submit.py under SLURM) a process group is created, NCCL on GPUs and gloo on CPUs, with a
+or detr-irpe submit under SLURM) a process group is created, NCCL on GPUs and gloo on CPUs, with a
 timeout so that a dead peer makes the others fail instead of hanging.
 """
 

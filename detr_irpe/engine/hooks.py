@@ -13,12 +13,11 @@ import os
 import sys
 import time
 
-from .evaluation import evaluate
+from ..evaluation.names import METRIC_NAMES
+from ..evaluation.loop import evaluate
 from .monitor import step_line
 
 log = logging.getLogger(__name__)
-
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 class Hook:
@@ -47,7 +46,7 @@ class EvalHook(Hook):
         metrics = evaluate(trainer.model, trainer.postprocess, trainer.val_loader, trainer.val_set.coco, trainer.device,
                            tc.amp, ec.backend, ec.per_category, progress=sys.stderr.isatty(),
                            channels_last=tc.channels_last)
-        record.update({k: metrics[k] for k in METRIC_KEYS if k in metrics})
+        record.update({k: metrics[k] for k in METRIC_NAMES if k in metrics})
         if "per_category" in metrics:
             record["per_category_AP"] = metrics["per_category"]
         record.update(eval_batch_size=ec.batch_size * trainer.dist.world_size, eval_backend=ec.backend,
@@ -123,7 +122,7 @@ class TensorBoardWriter(Hook):
         if self.writer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    group = "eval" if k in METRIC_KEYS else "epoch"
+                    group = "eval" if k in METRIC_NAMES else "epoch"
                     self.writer.add_scalar(f"{group}/{k}", v, trainer.progress.update)
             self.writer.flush()
 
