@@ -167,7 +167,7 @@ def test_twenty_sigkills_at_random_moments_end_bitwise_equal_to_an_uninterrupted
 
     # the first life is killed before it commits anything: the next one starts from scratch
     life = Life(args)
-    life.wait(lambda: life.seen(r"epoch 1\b.*" + step_line(2)))
+    life.wait(lambda: life.seen(r"epoch 1\b.*" + step_line(1)))
     assert life.send(signal.SIGKILL) == -signal.SIGKILL and not (out / "checkpoint.pth").exists()
     for phase in phases[: KILLS - 1]:
         life = Life(args)
