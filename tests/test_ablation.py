@@ -11,7 +11,7 @@ import pytest
 from engine_helpers import micro, tool_main
 from PIL import Image
 
-from detr_irpe.analysis.ablation import load_ablation
+from detr_irpe.analysis.ablation import load_ablation, run_specs
 from detr_irpe.config import ConfigError, load_config, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +87,10 @@ def test_every_shipped_ablation_file_loads():
     for f in files:
         ab = load_ablation(f)
         assert ab.baseline in ab.variants
+
+
+def test_runs_go_seed_by_seed(tmp_path):
+    ab = load_ablation(ROOT / "configs" / "ablations" / "tiny_position.yaml")
+    names = [s.name for s in run_specs(ab, tmp_path)]
+    assert names == [f"{v}/seed{s}" for s in ab.seeds for v in ab.variants]
+    assert [s.name for s in run_specs(ab, tmp_path, only=["rel"])] == [f"rel/seed{s}" for s in ab.seeds]
