@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .coco import (DEFAULT_MAX_IMAGE_PIXELS, DatasetError, ImageFileError, ImageTooLargeError, _is_int, _is_number,
-                   _is_size, _one_line, _show, check_pixels, clean_boxes, coco_json_problems, load_image,
+from .coco import (DEFAULT_MAX_IMAGE_PIXELS, DatasetError, ImageFileError, ImageTooLargeError, is_int, is_number,
+                   is_size, one_line, show_value, check_pixels, clean_boxes, coco_json_problems, load_image,
                    read_coco_json, unsafe_file_name)
 
 #: kinds that make the dataset unusable, with a short description for the summary
@@ -136,7 +136,7 @@ def check_dataset(images_dir: str | os.PathLike, annotation_file: str | os.PathL
 
     images: dict = {}
     for img in data["images"]:
-        if isinstance(img, dict) and _is_int(img.get("id")):
+        if isinstance(img, dict) and is_int(img.get("id")):
             images.setdefault(img["id"], img)  # the first entry of a duplicated id, as reported above
     anns = [a for a in data["annotations"] if isinstance(a, dict)]
     report.num_images, report.num_annotations = len(data["images"]), len(data["annotations"])
@@ -145,12 +145,12 @@ def check_dataset(images_dir: str | os.PathLike, annotation_file: str | os.PathL
     report.images_without_annotations = sum(1 for i in images if i not in annotated)
     per_category = Counter(a.get("category_id") for a in anns)
     names = {c["id"]: str(c.get("name", c["id"])) for c in data["categories"]
-             if isinstance(c, dict) and _is_int(c.get("id"))}
+             if isinstance(c, dict) and is_int(c.get("id"))}
     report.categories = [(cid, names[cid], per_category.get(cid, 0)) for cid in sorted(names)]
 
     _check_boxes(report, anns, images)
     for img_id, img in images.items():
-        if _is_size(img.get("width")) and _is_size(img.get("height")):
+        if is_size(img.get("width")) and is_size(img.get("height")):
             try:
                 check_pixels(int(img["width"]), int(img["height"]), max_image_pixels, f"image {img_id} as declared")
             except ImageTooLargeError as exc:
@@ -184,12 +184,12 @@ def _check_boxes(report: CheckReport, anns: list[dict], images: dict) -> None:
     rows, where = [], []
     for ann in anns:
         bbox, img = ann.get("bbox"), images.get(ann.get("image_id"))
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             continue  # reported as malformed
-        if img is None or not (_is_size(img.get("width")) and _is_size(img.get("height"))):
+        if img is None or not (is_size(img.get("width")) and is_size(img.get("height"))):
             continue  # reported as unknown image / malformed image
         rows.append([*bbox, img["width"], img["height"]])
-        where.append(f"annotation {_show(ann.get('id'))} (image {ann['image_id']}) bbox {_show(bbox)}")
+        where.append(f"annotation {show_value(ann.get('id'))} (image {ann['image_id']}) bbox {show_value(bbox)}")
     if not rows:
         return
     rows = np.array(rows, dtype=np.float64)
@@ -229,12 +229,12 @@ def _check_files(report: CheckReport, images_dir: Path, images: dict, decode: bo
         try:
             pixels = load_image(path, max_image_pixels)
         except ImageTooLargeError as exc:
-            report.add("image_too_large", f"image {img_id}: {_one_line(exc)}")
+            report.add("image_too_large", f"image {img_id}: {one_line(exc)}")
             continue
         except ImageFileError as exc:
-            report.add("unreadable_image", f"image {img_id}: {_one_line(exc)}")
+            report.add("unreadable_image", f"image {img_id}: {one_line(exc)}")
             continue
         height, width = pixels.shape[-2:]
-        if (img.get("height"), img.get("width")) != (height, width) and _is_size(img.get("width")):
+        if (img.get("height"), img.get("width")) != (height, width) and is_size(img.get("width")):
             report.add("size_mismatch", f"image {img_id}: {path} is {width}x{height}, the JSON says "
                                         f"{img.get('width')}x{img.get('height')}")

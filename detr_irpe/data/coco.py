@@ -126,7 +126,7 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             continue
         img_id = img.get("id")
         if not _is_id(img_id):
-            yield "malformed_image", f"images[{i}] has id {_show(img_id)}; expected an integer of at most 64 bits"
+            yield "malformed_image", f"images[{i}] has id {show_value(img_id)}; expected an integer of at most 64 bits"
             continue
         if img_id in image_ids:
             yield "duplicate_image_id", f"image id {img_id} appears more than once in 'images'"
@@ -134,13 +134,13 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
         image_ids.add(img_id)
         why = unsafe_file_name(img.get("file_name"))
         if why is not None and not isinstance(img.get("file_name"), str):
-            yield "malformed_image", f"image {img_id} has file_name {_show(img.get('file_name'))}; expected a string"
+            yield "malformed_image", f"image {img_id} has file_name {show_value(img.get('file_name'))}; expected a string"
         elif why is not None:
-            yield "unsafe_file_name", (f"image {img_id} file_name {_show(img['file_name'])} {why}; "
+            yield "unsafe_file_name", (f"image {img_id} file_name {show_value(img['file_name'])} {why}; "
                                        f"expected a path inside the image folder")
         for key in ("width", "height"):
-            if not _is_size(img.get(key)):
-                yield "malformed_image", f"image {img_id} has {key} {_show(img.get(key))}; expected a positive integer"
+            if not is_size(img.get(key)):
+                yield "malformed_image", f"image {img_id} has {key} {show_value(img.get(key))}; expected a positive integer"
 
     category_ids: dict = {}
     for i, cat in enumerate(data["categories"]):
@@ -149,21 +149,21 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             continue
         cat_id = cat.get("id")
         if not _is_id(cat_id):
-            yield "malformed_category", f"categories[{i}] has id {_show(cat_id)}; expected an integer"
+            yield "malformed_category", f"categories[{i}] has id {show_value(cat_id)}; expected an integer"
             continue
         if cat_id in category_ids:
             yield "duplicate_category_id", f"category id {cat_id} appears more than once in 'categories'"
             continue
         category_ids[cat_id] = cat.get("name", str(cat_id))
         if cat_id < 0:
-            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) has a negative id; "
+            yield "category_out_of_range", (f"category {cat_id} ({show_value(category_ids[cat_id])}) has a negative id; "
                                             f"expected ids >= 0")
         elif num_classes is not None and cat_id >= num_classes:
-            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) is >= num_classes "
+            yield "category_out_of_range", (f"category {cat_id} ({show_value(category_ids[cat_id])}) is >= num_classes "
                                             f"{num_classes}; expected ids < num_classes (set model.num_classes to at "
                                             f"least {cat_id + 1})")
         elif num_classes is None and cat_id > MAX_CATEGORY_ID:
-            yield "category_out_of_range", (f"category {cat_id} ({_show(category_ids[cat_id])}) is above the limit of "
+            yield "category_out_of_range", (f"category {cat_id} ({show_value(category_ids[cat_id])}) is above the limit of "
                                             f"{MAX_CATEGORY_ID}: ids are class indices and the class head would have "
                                             f"{cat_id + 1} outputs; renumber the categories 1..{len(data['categories'])} "
                                             f"in every annotation file of the dataset alike "
@@ -181,7 +181,7 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
             continue
         ann_id = ann.get("id")
         if not _is_id(ann_id):
-            yield "malformed_annotation", f"annotations[{i}] has id {_show(ann_id)}; expected an integer of at most 64 bits"
+            yield "malformed_annotation", f"annotations[{i}] has id {show_value(ann_id)}; expected an integer of at most 64 bits"
             continue
         if ann_id in annotation_ids:
             yield "duplicate_annotation_id", f"annotation id {ann_id} appears more than once in 'annotations'"
@@ -189,26 +189,26 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
         annotation_ids.add(ann_id)
         img_id = ann.get("image_id")
         if not _is_id(img_id):
-            yield "malformed_annotation", f"annotation {ann_id} has image_id {_show(img_id)}; expected an integer"
+            yield "malformed_annotation", f"annotation {ann_id} has image_id {show_value(img_id)}; expected an integer"
             continue
         where = f"annotation {ann_id} (image {img_id})"
         if img_id not in image_ids:
             yield "unknown_image_id", f"{where} refers to an image id that is not listed in 'images'"
         cat_id = ann.get("category_id")
-        if not _is_int(cat_id):
-            yield "malformed_annotation", f"{where} has category_id {_show(cat_id)}; expected an integer"
+        if not is_int(cat_id):
+            yield "malformed_annotation", f"{where} has category_id {show_value(cat_id)}; expected an integer"
         elif not 0 <= cat_id < limit:
             yield "category_out_of_range", f"{where} has category_id {cat_id}; expected 0 <= category_id < {bound}"
         elif cat_id not in category_ids:
             yield "unknown_category_id", (f"{where} has category_id {cat_id}, which is not listed in 'categories'; "
                                           f"expected one of the {len(category_ids)} listed ids")
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            yield "malformed_annotation", f"{where} has bbox {_show(bbox)}; expected [x, y, width, height] numbers"
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+            yield "malformed_annotation", f"{where} has bbox {show_value(bbox)}; expected [x, y, width, height] numbers"
         if ann.get("iscrowd", 0) not in (0, 1):
-            yield "malformed_annotation", f"{where} has iscrowd {_show(ann.get('iscrowd'))}; expected 0 or 1"
-        if "area" in ann and not _is_number(ann["area"]):
-            yield "malformed_annotation", f"{where} has area {_show(ann['area'])}; expected a number"
+            yield "malformed_annotation", f"{where} has iscrowd {show_value(ann.get('iscrowd'))}; expected 0 or 1"
+        if "area" in ann and not is_number(ann["area"]):
+            yield "malformed_annotation", f"{where} has area {show_value(ann['area'])}; expected a number"
 
 
 def clean_boxes(xywh: np.ndarray, width, height) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +246,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         with _no_pil_pixel_limit(), Image.open(path) as pil:
             return pil.size
     except Exception as exc:  # damaged files raise many types in PIL's plugins (OSError, SyntaxError, ...)
-        raise ImageFileError(f"{path}: not a readable image ({_one_line(exc)})") from None
+        raise ImageFileError(f"{path}: not a readable image ({one_line(exc)})") from None
 
 
 def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
@@ -285,7 +285,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_IMA
             else:
                 rgb = np.asarray(pil.convert("RGB"))
     except Exception as exc:  # damaged files raise many types in PIL's plugins (OSError, SyntaxError, ...)
-        raise ImageFileError(f"{path}: not a readable image ({_one_line(exc)})") from None
+        raise ImageFileError(f"{path}: not a readable image ({one_line(exc)})") from None
     return tv_tensors.Image(torch.from_numpy(rgb.copy()).permute(2, 0, 1))
 
 
@@ -325,7 +325,7 @@ class CocoDetection(torch.utils.data.Dataset):
                  num_classes: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         if invalid_images not in INVALID_IMAGE_MODES:
             raise ValueError(f"invalid_images must be one of {', '.join(INVALID_IMAGE_MODES)}, got {invalid_images!r}")
-        if num_classes is not None and (not _is_int(num_classes) or num_classes <= 0):
+        if num_classes is not None and (not is_int(num_classes) or num_classes <= 0):
             raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
         self.img_folder = Path(img_folder).expanduser()
         self.ann_file = Path(ann_file).expanduser()
@@ -405,7 +405,7 @@ class CocoDetection(torch.utils.data.Dataset):
             info = self.coco.imgs[img_id]
             try:
                 check_pixels(int(info["width"]), int(info["height"]), self.max_image_pixels,
-                             f"image {img_id} ({_show(info['file_name'])}) as declared in {self.ann_file}")
+                             f"image {img_id} ({show_value(info['file_name'])}) as declared in {self.ann_file}")
             except ImageTooLargeError as exc:
                 too_large.append((i, str(exc)))
         if too_large and self.invalid_images == "fail":
@@ -470,7 +470,7 @@ class CocoDetection(torch.utils.data.Dataset):
                 self._check_stored_size(i, image.shape[-1], image.shape[-2])
                 return image, i
             except ImageFileError as exc:
-                reason = _one_line(exc).replace(f"{path}: ", "")
+                reason = one_line(exc).replace(f"{path}: ", "")
                 if self.invalid_images == "fail":
                     raise DatasetError(f"image file {path} (image id {self.ids[i]} in {self.ann_file}): {reason}; "
                                        f"set data.invalid_images=skip to skip such files") from None
@@ -513,20 +513,23 @@ class CocoDetection(torch.utils.data.Dataset):
 # small helpers
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """Whether ``value`` is a JSON integer (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_id(value) -> bool:
-    return _is_int(value) and ID_RANGE[0] <= value <= ID_RANGE[1]
+    return is_int(value) and ID_RANGE[0] <= value <= ID_RANGE[1]
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """Whether ``value`` is a JSON number (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_size(value) -> bool:
-    return _is_number(value) and math.isfinite(value) and value > 0 and float(value).is_integer()
+def is_size(value) -> bool:
+    """Whether ``value`` is a positive whole number (a size in pixels)."""
+    return is_number(value) and math.isfinite(value) and value > 0 and float(value).is_integer()
 
 
 def _json_type(value) -> str:
@@ -535,11 +538,13 @@ def _json_type(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _show(value, limit: int = 60) -> str:
-    text = _one_line(repr(value))
+def show_value(value, limit: int = 60) -> str:
+    """``value`` as a short one-line repr for messages."""
+    text = one_line(repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _one_line(value) -> str:
+def one_line(value) -> str:
+    """``value`` as text on one line (whitespace runs become one space)."""
     text = " ".join(str(value).split())
     return text or type(value).__name__

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import attention_flex as flex
-from .attention_kernel import _workspace, attention_fused, attention_plain
+from .attention_kernel import workspace, attention_fused, attention_plain
 from .irpe import RelativePositionEncoding, RPESpec, bucket_ids, cached_index
 
 #: Which kernel runs the attention: "auto" picks per call (see _auto_kernel), "plain" forces
@@ -185,7 +185,7 @@ def _sdpa(q, k, v, terms, key_padding_mask, dropout_p):
             mask, owned = term, is_buffer
         elif lean:
             if not owned:
-                mask, owned = _workspace(full, q, 1).copy_(mask.expand(full)), True
+                mask, owned = workspace(full, q, 1).copy_(mask.expand(full)), True
             mask.add_(term)
         else:
             mask = mask + term
@@ -194,11 +194,11 @@ def _sdpa(q, k, v, terms, key_padding_mask, dropout_p):
     if "xk" in terms:
         xk = terms["xk"]
         add(torch.gather(xk.expand(B, H, L, xk.shape[-1]), -1, index.expand(full),
-                         out=_workspace(full, q, 1) if lean else None), is_buffer=lean)
+                         out=workspace(full, q, 1) if lean else None), is_buffer=lean)
     if "xq" in terms:
         xq = terms["xq"]
         add(torch.gather(xq.expand(B, H, S, xq.shape[-1]), -1, index.expand(B, H, S, L),
-                         out=_workspace((B, H, S, L), q, 2) if lean else None).transpose(-1, -2))
+                         out=workspace((B, H, S, L), q, 2) if lean else None).transpose(-1, -2))
     if "bias" in terms:
         add(terms["bias"])
     if key_padding_mask is not None and (key_padding_mask.is_cuda or key_padding_mask.any()):

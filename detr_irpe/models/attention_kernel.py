@@ -26,7 +26,7 @@ import torch
 _scratch = threading.local()
 
 
-def _workspace(shape, like: torch.Tensor, slot: int = 0) -> torch.Tensor:
+def workspace(shape, like: torch.Tensor, slot: int = 0) -> torch.Tensor:
     """A reusable buffer for temporaries that never leave a kernel call (CPU only: the CUDA
     caching allocator already recycles memory)."""
     numel = 1
@@ -111,7 +111,7 @@ class _FusedAttention(torch.autograd.Function):
         q3, k3 = q.reshape(BH, L, D), k.reshape(BH, S, D)
         # the softmax output is saved for backward: it needs a buffer of its own; without
         # autograd the scratch buffer serves
-        logits = q.new_empty((B, H, L, S)) if needs_grad else _workspace((B, H, L, S), q, 1)
+        logits = q.new_empty((B, H, L, S)) if needs_grad else workspace((B, H, L, S), q, 1)
         l3 = logits.view(BH, L, S)
         if xk is not None:
             _gather_rows(xk, index, (B, H, L, S), out=logits)
@@ -124,14 +124,14 @@ class _FusedAttention(torch.autograd.Function):
         else:
             torch.bmm(q3, k3.transpose(1, 2), out=l3)
         if xq is not None:
-            logits.add_(_gather_rows(xq, index, (B, H, S, L), out=_workspace((B, H, S, L), q)).transpose(-1, -2))
+            logits.add_(_gather_rows(xq, index, (B, H, S, L), out=workspace((B, H, S, L), q)).transpose(-1, -2))
         if key_padding_mask is not None and (key_padding_mask.is_cuda or key_padding_mask.any()):
             logits.masked_fill_(key_padding_mask[:, None, None, :], float("-inf"))
         attn = torch.ops.aten._softmax.out(logits, -1, False, out=logits)
         drop = None
         if dropout_p > 0:
             drop = _dropout_mask(attn.shape, dropout_p, attn.device)
-            attn_d = torch.where(drop, attn.new_zeros(()), attn, out=_workspace(attn.shape, attn))
+            attn_d = torch.where(drop, attn.new_zeros(()), attn, out=workspace(attn.shape, attn))
         else:
             attn_d = attn
         out = torch.matmul(attn_d, v)
@@ -160,7 +160,7 @@ class _FusedAttention(torch.autograd.Function):
         # the dropout scale is folded into the small grad_out instead of an L x L pass
         go_s = grad_out * (1.0 / (1.0 - p)) if p > 0 else grad_out
         go3 = go_s.reshape(BH, L, D)
-        scratch = _workspace((B, H, L, S), attn)
+        scratch = workspace((B, H, L, S), attn)
         attn_d = torch.where(drop, attn.new_zeros(()), attn, out=scratch) if p > 0 else attn
         grad_v = torch.matmul(attn_d.transpose(-1, -2), go_s)
         grad_tv = None
@@ -183,7 +183,7 @@ class _FusedAttention(torch.autograd.Function):
         if xk_shape is not None:
             grad_xk = _reduce_to(_scatter_rows(g_logits, index, xk_shape[-1]), xk_shape)
         if xq_shape is not None:
-            g_t = _workspace((B, H, S, L), attn, 1).copy_(g_logits.transpose(-1, -2))
+            g_t = workspace((B, H, S, L), attn, 1).copy_(g_logits.transpose(-1, -2))
             grad_xq = _reduce_to(_scatter_rows(g_t, index, xq_shape[-1]), xq_shape)
         return grad_q, grad_k, grad_v, grad_bias, grad_xk, grad_xq, grad_tv, None, None, None, None
 
