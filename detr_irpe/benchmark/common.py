@@ -172,7 +172,7 @@ def profile_step(step: Callable[[], None], device: torch.device, title: str, pha
     if device.type == "cuda":
         extra["device busy ms/step"] = f"{device_busy:.1f} ({100 * device_busy / (wall * 1e3):.0f}% of the wall time)"
     print_table(title, ["phase", "host ms/step", "% of wall"], rows, as_json, extra)
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     if as_json:
         ops = sorted(averages, key=lambda a: a.self_device_time_total if device.type == "cuda" else a.self_cpu_time_total,
                      reverse=True)[:top]
