@@ -14,7 +14,8 @@ from torchvision import tv_tensors
 
 from detr_irpe.config import DataConfig
 from detr_irpe.data.batching import GroupedBatchSampler, aspect_ratio_groups, collate
-from detr_irpe.data.coco import CocoDetection, DatasetError, coco_paths
+from detr_irpe.data.coco import CocoDetection, coco_paths
+from detr_irpe.data.errors import DatasetError
 from detr_irpe.data.transforms import build_transforms
 
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]

@@ -139,7 +139,7 @@ def test_adapter_outputs_equal_project_model(integ, cache, tmp_path):
     from detectron2.structures import Boxes, Instances
     from torchvision.ops import box_convert
 
-    from detr_irpe.data.coco import load_image
+    from detr_irpe.data.images import load_image
     from detr_irpe.data.transforms import build_transforms
     from detr_irpe.models import pad_images
 

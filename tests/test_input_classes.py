@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from detr_irpe.data.coco import (CocoDetection, DatasetError, ImageFileError, ImageTooLargeError, image_size,
-                                 load_image)
+from detr_irpe.data.coco import CocoDetection
+from detr_irpe.data.errors import DatasetError, ImageFileError, ImageTooLargeError
+from detr_irpe.data.images import image_size, load_image
 from detr_irpe.data.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_CATEGORY_ID
 
 CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]

@@ -30,7 +30,8 @@ def class_names(loaded, annotations: str | None = None) -> dict[int, str]:
     resolved class names, else the annotation file of the config's val split when it is on this
     machine (a synthetic dataset is not generated for this); ids not listed are shown as
     ``class <id>`` (see detr_irpe.analysis.drawing.name_of)."""
-    from ..data.coco import coco_paths, read_coco_json
+    from ..data.coco import coco_paths
+    from ..data.coco_json import read_coco_json
     from ..data.synthetic import dataset_folder, split_files
 
     if annotations:
@@ -138,7 +139,7 @@ def list_inputs(path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 def read_image(path) -> torch.Tensor:
     """A file as a uint8 RGB CHW tensor (no EXIF rotation, as the dataset reads images)."""
-    from ..data.coco import load_image
+    from ..data.images import load_image
 
     return load_image(path).as_subclass(torch.Tensor)
 

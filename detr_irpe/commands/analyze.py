@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
 
     if args.results:
-        from ..data.coco import read_coco_json
+        from ..data.coco_json import read_coco_json
 
         gt = read_coco_json(args.annotations)
         results = [read_results(p) for p in args.results]

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .coco import (DEFAULT_MAX_IMAGE_PIXELS, DatasetError, ImageFileError, ImageTooLargeError, is_int, is_number,
-                   is_size, one_line, show_value, check_pixels, clean_boxes, coco_json_problems, load_image,
-                   read_coco_json, unsafe_file_name)
+from .boxes import clean_boxes
+from .coco_json import coco_json_problems, read_coco_json, unsafe_file_name
+from .errors import DatasetError, ImageFileError, ImageTooLargeError
+from .images import check_pixels, load_image
+from .limits import DEFAULT_MAX_IMAGE_PIXELS
+from .values import is_int, is_number, is_size, one_line, show_value
 
 #: kinds that make the dataset unusable, with a short description for the summary
 ERROR_KINDS = {

@@ -63,7 +63,7 @@ def _backend_classes(backend: str):
 
 def _dataset_error(message: str):
     """A DatasetError (imported here: the dataset module loads torchvision, this one stays light)."""
-    from ..data.coco import DatasetError
+    from ..data.errors import DatasetError
 
     return DatasetError(message)
 
@@ -92,7 +92,7 @@ def load_ground_truth(coco_gt, backend: str = "faster_coco_eval"):
     if isinstance(coco_gt, coco_cls):
         return coco_gt
     if isinstance(coco_gt, (str, os.PathLike)):
-        from ..data.coco import read_coco_json
+        from ..data.coco_json import read_coco_json
 
         dataset = read_coco_json(Path(coco_gt).expanduser())
     elif isinstance(coco_gt, dict):
