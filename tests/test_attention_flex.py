@@ -117,7 +117,7 @@ def _dropout_reference(q, k, v, xk, index, mask, p, seed):
     _, weights = attention_plain(q, k, v, xk=xk, index=index, key_padding_mask=mask)
     b, h, i, j = torch.meshgrid(*(torch.arange(n, dtype=torch.int32, device=q.device) for n in weights.shape),
                                 indexing="ij")
-    keep = flex.dropout_keep(seed[0], b, h, i, j, q.shape[1], k.shape[2], flex.dropout_threshold(p))
+    keep = flex.dropout_keep(seed[0], b, h, i, j, flex.dropout_threshold(p))
     return torch.matmul(weights * keep / (1 - p), v)
 
 
@@ -153,13 +153,13 @@ def test_flex_dropout_equals_the_keep_mask_applied_to_the_attention_weights(flex
 def test_dropout_keep_has_the_requested_rate_and_no_pattern():
     p = 0.1
     b, h, i, j = torch.meshgrid(*(torch.arange(n, dtype=torch.int32) for n in (2, 8, 300, 300)), indexing="ij")
-    keep = flex.dropout_keep(torch.tensor(12345, dtype=torch.int32), b, h, i, j, 8, 300, flex.dropout_threshold(p))
+    keep = flex.dropout_keep(torch.tensor(12345, dtype=torch.int32), b, h, i, j, flex.dropout_threshold(p))
     assert abs(keep.float().mean().item() - (1 - p)) < 0.002
     kept = keep.float() - keep.float().mean()
     for dim in (1, 2, 3):  # neighbouring heads, queries and keys are uncorrelated
         a, c = kept.narrow(dim, 0, kept.shape[dim] - 1), kept.narrow(dim, 1, kept.shape[dim] - 1)
         assert abs((a * c).mean().item()) / kept.var().item() < 0.01
-    other = flex.dropout_keep(torch.tensor(12346, dtype=torch.int32), b, h, i, j, 8, 300, flex.dropout_threshold(p))
+    other = flex.dropout_keep(torch.tensor(12346, dtype=torch.int32), b, h, i, j, flex.dropout_threshold(p))
     assert (other != keep).float().mean() > 0.15  # two independent masks differ in about 2p(1-p)
 
 

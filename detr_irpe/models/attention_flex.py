@@ -74,7 +74,7 @@ def padding_block_mask(key_padding_mask: torch.Tensor, num_queries: int) -> Bloc
 
     def ordered(selected):
         # the selected blocks first, in increasing order
-        order = torch.argsort((~selected).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        order = torch.argsort((~selected).to(torch.int32), dim=-1, stable=True).to(torch.int32)
         return selected.sum(-1, dtype=torch.int32), order
 
     pad = key_padding_mask
@@ -116,13 +116,15 @@ def dropout_threshold(p: float) -> int:
     return round(p * 65536)
 
 
-def dropout_keep(seed, b, h, i, j, heads: int, keys: int, threshold: int) -> torch.Tensor:
+def dropout_keep(seed, b, h, i, j, threshold: int) -> torch.Tensor:
     """True where the attention pair (query ``i``, key ``j``) of head ``h`` of image ``b`` is kept:
     the low 16 bits of a hash of (seed, b, h, i, j) against ``threshold``. Integer tensors
-    (int32) that broadcast; evaluated inside flex's kernels and, by the tests, on whole grids."""
+    (int32) that broadcast; evaluated inside flex's kernels and, by the tests, on whole grids.
+    The hash takes no tensor size, which would be a symbolic value inside a compiled kernel;
+    (b, h) and (i, j) are distinct for fewer than 4099 heads and 65599 keys."""
     b, h, i, j = (t.to(torch.int32) for t in (b, h, i, j))
-    x = _mix(seed + (b * heads + h) * 0x61C88647)
-    x = _mix(x ^ (i * keys + j))
+    x = _mix(seed + (b * 4099 + h) * 0x61C88647)
+    x = _mix(x ^ (i * 65599 + j))
     return (x & 0xFFFF) >= threshold
 
 
@@ -131,7 +133,6 @@ def flex_call(q, k, v, bias_k=None, bias_q=None, xk=None, xq=None, index=None, b
     """One flex_attention call with the iRPE score modification; with ``seed`` the pairs that
     :func:`dropout_keep` drops are masked. Returns the output, and its log-sum-exp with
     ``return_lse``."""
-    heads, keys = q.shape[1], k.shape[2]
     shared_bk = bias_k is not None and bias_k.shape[0] == 1
     shared_bq = bias_q is not None and bias_q.shape[0] == 1
 
@@ -145,7 +146,7 @@ def flex_call(q, k, v, bias_k=None, bias_q=None, xk=None, xq=None, index=None, b
         if xq is not None:
             score = score + xq[b, h, j, index[j, i]]
         if seed is not None:
-            score = torch.where(dropout_keep(seed[0], b, h, i, j, heads, keys, threshold), score, float("-inf"))
+            score = torch.where(dropout_keep(seed[0], b, h, i, j, threshold), score, float("-inf"))
         return score
 
     if not return_lse:
