@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from detr_irpe.evaluation import coco as ev_mod
-from detr_irpe.evaluation.coco import (
-    METRIC_NAMES,
-    CocoEvaluator,
-    evaluate_detections,
-    format_metrics_table,
-    format_per_category,
-    load_ground_truth,
-    results_json,
-    write_metrics,
-    write_results,
-)
+from detr_irpe.evaluation.backends import load_ground_truth, quiet
+from detr_irpe.evaluation.evaluator import CocoEvaluator
+from detr_irpe.evaluation.metrics import evaluate_detections
+from detr_irpe.evaluation.metrics_report import format_metrics_table, format_per_category, write_metrics
+from detr_irpe.evaluation.names import METRIC_NAMES
+from detr_irpe.evaluation.results import results_json, write_results
 
 CATS = {1: "person", 3: "car", 7: "train"}  # non-contiguous ids, as COCO's
 
@@ -257,7 +251,7 @@ def test_results_json_round_trip(gt, dets, tmp_path, backend):
     assert first["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])  # xyxy -> xywh
     assert first["category_id"] == int(d0["labels"][0])  # label = COCO category id
     coco_gt = load_ground_truth(gt, backend)
-    with ev_mod._quiet():
+    with quiet():
         res = coco_gt.loadRes(str(path))
     assert len(res.getAnnIds()) == sum(len(d["scores"]) for d in dets.values())
     # the evaluator's own results list holds the same detections

@@ -232,7 +232,7 @@ def test_coco_evaluator_gives_the_project_evaluators_ap(integ, cache, tmp_path, 
     from detectron2.evaluation import COCOEvaluator
     from detectron2.structures import Boxes, Instances
 
-    from detr_irpe.evaluation.coco import evaluate_detections
+    from detr_irpe.evaluation.metrics import evaluate_detections
 
     # larger images than the other tests, so that small and medium objects are both there
     cfg = make_cfg(integ, cache, tmp_path, "DATASETS.DETR_IRPE_SYNTHETIC.NUM_VAL", "12",

@@ -9,7 +9,8 @@ import pytest
 from error_cases import DETS, GT
 
 from detr_irpe.analysis.error_analysis import ResultsError, check_results, confusion_matrix, per_class, read_results
-from detr_irpe.evaluation.coco import evaluate_detections, load_ground_truth
+from detr_irpe.evaluation.backends import load_ground_truth
+from detr_irpe.evaluation.metrics import evaluate_detections
 
 
 def test_per_class_ap_equals_the_evaluators():

@@ -174,7 +174,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], score_threshold: 
     ``root`` is the folder the file names in the mapping are relative to."""
     from tqdm import tqdm
 
-    from ..evaluation.coco import results_json
+    from ..evaluation.results import results_json
     from .drawing import draw_detections
 
     run = PredictionRun()

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from ..evaluation.coco import evaluate_detections, load_ground_truth
+from ..evaluation.backends import load_ground_truth
+from ..evaluation.metrics import evaluate_detections
 from ..evaluation.names import BACKENDS, METRIC_NAMES
 
 # COCO's 80 category ids (1..90 with gaps), so the synthetic set has the same non-contiguous ids

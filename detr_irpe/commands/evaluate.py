@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from ..data.build import build_dataset, build_loader
     from ..engine.distributed import cleanup, init_distributed
     from ..evaluation.loop import evaluate
-    from ..evaluation.coco import format_metrics_table, format_per_category, write_metrics
+    from ..evaluation.metrics_report import format_metrics_table, format_per_category, write_metrics
     from ..hub.loader import open_source, source_config
     from ..models import build_model
     from ..utils.logs import setup_logging

@@ -256,7 +256,7 @@ class Trainer:
     def evaluate_only(self) -> dict:
         """COCO AP of the current weights on the val split, printed and returned (writes nothing)."""
         from ..evaluation.loop import evaluate
-        from ..evaluation.coco import format_metrics_table
+        from ..evaluation.metrics_report import format_metrics_table
 
         tc, ec = self.cfg.train, self.cfg.eval
         metrics = evaluate(self.model, self.postprocess, self.val_loader, self.val_set.coco, self.device, tc.amp,

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ..engine.distributed import is_dist, rank
-from .coco import CocoEvaluator
+from .evaluator import CocoEvaluator
 
 log = logging.getLogger(__name__)
 
