@@ -2,6 +2,7 @@
 boundary and mid-epoch), logs, evaluation, fine-tuning, and clear errors."""
 
 import json
+import signal
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from detr_irpe.config import load_config
 from detr_irpe.errors import OutputError
 from detr_irpe.engine.hooks import Hook
 from detr_irpe.commands.train import main as train_main
-from detr_irpe.engine.trainer import Trainer, TrainingInterrupted
+from detr_irpe.engine.interrupt import TrainingInterrupted
+from detr_irpe.engine.trainer import Trainer
 from engine_helpers import micro, same_weights, weights, tool_main
 
 
@@ -64,8 +66,7 @@ class _StopAfter(Hook):
     def after_step(self, trainer, scalars):
         self.seen += 1
         if self.seen == self.n:
-            trainer.stop_requested = "SIGTERM"
-            trainer._stop_signum = 15
+            trainer.stop_signals.request(signal.SIGTERM)
 
 
 def test_resume_mid_epoch_gives_identical_weights(cache, tmp_path):

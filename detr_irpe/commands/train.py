@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     from ..config import load_config
     from ..engine.distributed import cleanup, init_distributed
-    from ..engine.trainer import Trainer, TrainingInterrupted
+    from ..engine.interrupt import TrainingInterrupted
+    from ..engine.trainer import Trainer
     from ..utils.logs import setup_logging
 
     cfg = load_config(args.config, args.overrides)

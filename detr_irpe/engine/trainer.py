@@ -1,12 +1,13 @@
 """The training loop. Evaluation, checkpoints and log writers are hooks (engine/hooks.py) that
-the loop calls at fixed points, so that each concern lives in one small class."""
+the loop calls at fixed points, so that each concern lives in one small class; the stop signals
+(engine/interrupt.py), the output folder (engine/output_folder.py) and the weights a run starts
+from (engine/initial_weights.py) have their own modules."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,29 +17,26 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..utils.logs import add_file_log
-from ..checkpoint import CheckpointError, load_checkpoint, load_state_dict, save_checkpoint
-from ..config import Config, ConfigError, config_to_dict, save_config
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config import Config, ConfigError, config_to_dict
+from ..errors import UserError
+from ..evaluation.loop import autocast_context, to_device
 from ..models import build_model
 from ..resolve import resolve_config
 from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
-from ..evaluation.loop import autocast_context, to_device
-from .optim import LRSchedule, build_optimizer
-from .precision import set_tf32
+from .initial_weights import load_initial_weights
+from .interrupt import StopSignals, TrainingInterrupted
 from .monitor import StepMonitor, console_for_progress_bars
+from .optim import LRSchedule, build_optimizer
+from .output_folder import check_output_folder, prepare_output_folder
+from .precision import set_tf32
 from .state import gather_objects, gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
-from ..errors import OutputError, UserError
-from ..utils.io import remove_temporaries
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserError):
     """A loss that is NaN or infinite; the message names the step and the loss terms."""
-
-
-class TrainingInterrupted(Exception):
-    """The run was asked to stop (SIGTERM / SIGINT / preemption) and saved its state."""
 
 
 @dataclass
@@ -81,8 +79,8 @@ class Trainer:
             raise ConfigError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
         self.out = Path(tc.output_dir).expanduser()
         self.progress = Progress()
-        if not eval_only:
-            self._check_output(resume)
+        if not eval_only and self.is_main:
+            check_output_folder(self.out, resuming=bool(resume))
         seed_everything(tc.seed + self.dist.rank)
 
         self.train_set = build_dataset(cfg, "train")
@@ -101,7 +99,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion.to(self.device)
         if init_from:
-            self._init_from(init_from)
+            load_initial_weights(self.model, init_from)
         self.optimizer = build_optimizer(self.model, tc)
         self.schedule = LRSchedule(tc.lr_drop, tc.warmup_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
@@ -126,57 +124,17 @@ class Trainer:
         if tc.compile:
             self.train_model = torch.compile(self.train_model)
         self.hooks = hooks if hooks is not None else default_hooks(self)
-        self.stop_requested = None
-
-    # ------------------------------------------------------------------ set-up helpers
+        self.stop_signals = StopSignals()
 
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
 
-    def _check_output(self, resume) -> None:
-        """Refuse, before anything is written, an output folder that holds another run or that
-        cannot be written."""
-        if not self.is_main:
-            return
-        if (self.out / "checkpoint.pth").exists() and not resume:
-            raise OutputError(f"output folder {self.out} already holds a run (checkpoint.pth); continue it "
-                              f"with --resume auto or choose another train.output_dir")
-        probe = self.out
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise OutputError(f"output folder {self.out} cannot be written ({probe} is "
-                              f"{'not a folder' if not probe.is_dir() else 'not writable'})")
-
     def _prepare_output(self) -> None:
         """Create the output folder, save the resolved config, log to train.log (main process)."""
         if self.is_main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"output folder {self.out} cannot be written: {exc.strerror or exc}") from None
-            for tmp in remove_temporaries(self.out):  # left by a process killed mid-write
-                log.info("removed %s, a partial file of a killed run", tmp.name)
-            save_config(self.cfg, self.out / "config.yaml")
-            add_file_log(self.out / "train.log")
+            prepare_output_folder(self.out, self.cfg)
         barrier()
-
-    def _init_from(self, source: str) -> None:
-        from ..hub.loader import open_source
-
-        path = source
-        state = dict(open_source(source).state)
-        own = self.model.state_dict()
-        head = [k for k in ("class_embed.weight", "class_embed.bias") if k in state and k in own]
-        if head and state[head[0]].shape != own[head[0]].shape:
-            log.warning("init-from %s: class head has %d outputs there and %d here; re-initialising the class head",
-                        path, state[head[0]].shape[0], own[head[0]].shape[0])
-            for k in head:
-                state.pop(k)
-            state.update({k: own[k] for k in head})
-        load_state_dict(self.model, state, source=f"init-from checkpoint {path}")
-        log.info("initialised weights from %s", path)
 
     def _resume(self, resume: str) -> None:
         path = latest_checkpoint(self.out) if resume == "auto" else Path(resume)
@@ -208,8 +166,6 @@ class Trainer:
                         len(rngs), self.dist.world_size)
         log.info("resumed from %s at epoch %d, step %d", path, p.epoch, p.step_in_epoch)
 
-    # ------------------------------------------------------------------ state
-
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (collective: every process must call it)."""
         p = self.progress
@@ -231,15 +187,12 @@ class Trainer:
             save_checkpoint(state, path)
         return path
 
-    # ------------------------------------------------------------------ the loop
-
     def train(self) -> dict:
         """Train to ``train.epochs``; returns the last epoch's record."""
         tc = self.cfg.train
         record: dict = {}
         self._prepare_output()
-        self._install_signal_handlers()
-        try:
+        with self.stop_signals:
             for hook in self.hooks:
                 hook.before_train(self)
             with console_for_progress_bars():  # evaluation has a progress bar too
@@ -249,8 +202,6 @@ class Trainer:
                         hook.after_epoch(self, record)
             for hook in self.hooks:
                 hook.after_train(self)
-        finally:
-            self._restore_signal_handlers()
         return record
 
     def evaluate_only(self) -> dict:
@@ -283,7 +234,7 @@ class Trainer:
             monitor.data_ready()
             if p.step_in_epoch >= total:
                 break
-            if self.stop_requested and p.step_in_epoch % accum == 0:
+            if self.stop_signals.requested and p.step_in_epoch % accum == 0:
                 raise self._interrupt()
             images, mask, targets = to_device(images, mask, targets, self.device)
             if tc.channels_last:
@@ -340,7 +291,7 @@ class Trainer:
     def _forward_backward(self, images, mask, targets, sync: bool):
         tc = self.cfg.train
         ctx = self.train_model.no_sync() if (self.dist.distributed and not sync and hasattr(self.train_model, "no_sync")) \
-            else _null()
+            else contextlib.nullcontext()
         with ctx:
             with autocast_context(self.device, tc.amp):
                 outputs = self.train_model(images, mask)
@@ -380,48 +331,14 @@ class Trainer:
         raise NonFiniteLossError(f"non-finite loss at {where}: {bad or f'loss={float(loss)}'}; the last good state is "
                                  f"in {path} (train.on_nonfinite=skip skips such steps)")
 
-    # ------------------------------------------------------------------ interruption
-
-    def _install_signal_handlers(self) -> None:
-        self._old_handlers = {}
-        import threading
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR2", None)):
-            if sig is None:
-                continue
-            self._old_handlers[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, handler in getattr(self, "_old_handlers", {}).items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.stop_requested:  # a second signal: stop at once
-            raise KeyboardInterrupt
-        self.stop_requested = signal.Signals(signum).name
-        self._stop_signum = signum
-        log.warning("%s received: saving the current state at the next step boundary", self.stop_requested)
-
     def _interrupt(self) -> TrainingInterrupted:
         path = self.save("checkpoint_interrupted.pth")
-        msg = (f"stopped by {self.stop_requested} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch}; "
-               f"state saved to {path}; continue with --resume auto")
+        msg = (f"stopped by {self.stop_signals.requested} at epoch {self.progress.epoch + 1}, "
+               f"step {self.progress.step_in_epoch}; state saved to {path}; continue with --resume auto")
         log.warning(msg)
         # a handler installed before ours (submitit's: it requeues the SLURM job) runs after the save
-        previous = getattr(self, "_old_handlers", {}).get(self._stop_signum)
-        if callable(previous) and previous is not signal.default_int_handler:
-            previous(self._stop_signum, None)
+        self.stop_signals.pass_on()
         return TrainingInterrupted(msg)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _float_outputs(outputs: dict) -> dict:
