@@ -50,12 +50,9 @@ def test_import_without_detectron2_names_the_install_command():
     assert command in last
 
 
-# ---------------------------------------------------------------------------------------------
-# with detectron2
-
-
 @pytest.fixture(scope="module")
 def integ():
+    """The integration module; skips the test (with the reason) where detectron2 is not installed."""
     pytest.importorskip("detectron2", reason=NO_D2)
     import detr_irpe.integrations.detectron2 as integ
 
