@@ -56,3 +56,16 @@ def micro_checkpoints(root: Path, variants: dict) -> dict:
         ckpts[name] = root / f"{name}.pth"
         save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, ckpts[name])
     return {"root": root, "ckpt": ckpts, "data": ensure_synthetic(cfg.data.synthetic, progress=False)}
+
+
+def abs_and_irpe_checkpoints(root: Path) -> dict:
+    """micro_checkpoints of two models, "abs" (absolute position encoding only) and "irpe"
+    (rpe-2.0-product-ctx-1-k), as the prediction and export tests use them."""
+    return micro_checkpoints(root, {"abs": ("", 0, ()), "irpe": ("rpe-2.0-product-ctx-1-k", 1, ())})
+
+
+def run_tool(main, argv) -> int:
+    """``main`` through the command-line wrapper (status 2 for user errors), ``argv`` as strings."""
+    from detr_irpe.cli import run_main
+
+    return run_main(main, [str(a) for a in argv])
