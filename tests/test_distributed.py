@@ -2,51 +2,10 @@
 and evaluation at world size 2 gives the same AP as at world size 1."""
 
 import json
-import os
-import socket
-import time
 
-import pytest
 import torch
-import torch.multiprocessing as mp
-
+from distributed_helpers import run_processes
 from engine_helpers import micro, same_weights, tool_main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, fn, args):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    fn(rank, *args)
-
-
-def _run(world, fn, *args, timeout=240, allow_failure=False):
-    """Run ``fn(rank, *args)`` in ``world`` spawned processes joined in one gloo group; fail the
-    test instead of hanging when they do not finish in time."""
-    ctx = mp.start_processes(_worker, args=(world, _free_port(), fn, args), nprocs=world, join=False, start_method="spawn")
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if ctx.join(timeout=5):
-                return
-        except mp.ProcessExitedException:
-            if not allow_failure:
-                raise
-            # a process died on purpose: wait for the others on their own
-            while any(p.is_alive() for p in ctx.processes) and time.time() < deadline:
-                time.sleep(1)
-        if not any(p.is_alive() for p in ctx.processes):
-            return
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"{world} processes did not finish within {timeout} s")
 
 
 def _train(rank, overrides, out):
@@ -70,7 +29,7 @@ def test_two_process_training_keeps_ranks_identical_and_evaluation_is_world_size
     out = tmp_path / "ddp"
     # 7 validation images: the distributed sampler pads rank 1 with a repeat that must count once
     overrides = micro(cache, out, "data.synthetic.num_val=7", "eval.batch_size=2")
-    _run(2, _train, overrides, out)
+    run_processes(2, _train, overrides, out)
     w0, w1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     # every parameter is identical; batch-norm running statistics are per process on the CPU
     # (SyncBatchNorm, used on GPUs, needs CUDA)
@@ -82,7 +41,7 @@ def test_two_process_training_keeps_ranks_identical_and_evaluation_is_world_size
     assert log[-1]["world_size"] == 2 and log[-1]["train_images"] == 3 * 4 * 2
 
     ckpt = out / "checkpoint.pth"
-    _run(2, _evaluate, ckpt, tmp_path / "ev2")
+    run_processes(2, _evaluate, ckpt, tmp_path / "ev2")
     evaluate_main = tool_main("evaluate")
     assert evaluate_main(["--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "ev1")]) == 0
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
