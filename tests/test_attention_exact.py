@@ -139,8 +139,8 @@ def test_dropout_is_unbiased_and_has_the_requested_rate():
         attn.train()
         mean = torch.stack([attn(x, x, x)[0] for _ in range(400)]).mean(0)
     assert (mean - ref).abs().max() < 0.05 * ref.abs().max() + 0.02
-    from detr_irpe.models.attention_kernel import _dropout_mask
-    rate = _dropout_mask((1000, 1000), 0.25, "cpu").float().mean().item()
+    from detr_irpe.models.attention_kernel import dropout_mask
+    rate = dropout_mask((1000, 1000), 0.25, "cpu").float().mean().item()
     assert abs(rate - 0.25) < 0.002
 
 

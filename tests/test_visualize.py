@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import micro_checkpoints, tool_main
+from engine_helpers import micro_checkpoints, run_tool, tool_main
 from PIL import Image
 
 from detr_irpe.analysis import attention_figure, rpe_figure
 from detr_irpe.analysis.predict import Predictor, read_image
 from detr_irpe.hub.loader import load_model
-from detr_irpe.cli import run_main
 from detr_irpe.errors import UsageError
 from detr_irpe.models.irpe import RPESpec
 
@@ -54,7 +53,7 @@ def _png(path: Path) -> np.ndarray:
 
 
 def _run(argv) -> int:
-    return run_main(visualize_main, [str(a) for a in argv])
+    return run_tool(visualize_main, argv)
 
 
 def test_predictions_figure_depends_on_the_model(env):

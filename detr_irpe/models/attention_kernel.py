@@ -91,7 +91,7 @@ def attention_plain(q, k, v, bias=None, xk=None, xq=None, tv=None, index=None, k
     return out, weights
 
 
-def _dropout_mask(shape, p: float, device) -> torch.Tensor:
+def dropout_mask(shape, p: float, device) -> torch.Tensor:
     """Bernoulli(p) mask, True where dropped, from 16-bit uniform draws (p resolved to 2^-16):
     four draws per 64-bit random word, several times cheaper than torch's float Bernoulli."""
     n = 1
@@ -130,7 +130,7 @@ class _FusedAttention(torch.autograd.Function):
         attn = torch.ops.aten._softmax.out(logits, -1, False, out=logits)
         drop = None
         if dropout_p > 0:
-            drop = _dropout_mask(attn.shape, dropout_p, attn.device)
+            drop = dropout_mask(attn.shape, dropout_p, attn.device)
             attn_d = torch.where(drop, attn.new_zeros(()), attn, out=workspace(attn.shape, attn))
         else:
             attn_d = attn
