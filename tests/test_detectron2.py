@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from detr_irpe.evaluation.names import AP_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,7 @@ TINY_YAML = ROOT / "configs" / "detectron2" / "detr_irpe_tiny_synthetic.yaml"
 COCO_YAML = ROOT / "configs" / "detectron2" / "detr_r50_irpe_product_150e_coco.yaml"
 NO_D2 = "detectron2 is not installed (it is not on PyPI: see docs/detectron2.md to install it)"
 BOX_METRICS = AP_NAMES
+
 # detectron2 scripts a few functions with torch.jit at import time, which torch now deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
