@@ -81,7 +81,8 @@ def run_state(folder: str | os.PathLike, epochs: int) -> str:
 def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = None, poll_s: float = 1.0) -> dict[str, int]:
     """Run the specs as subprocesses, ``parallel`` at a time, each with ``threads`` CPU threads;
     console output goes to ``<output_dir>/console.log``. Returns each run's exit status (0 for
-    runs already done). An interruption (Ctrl-C) stops the children, which save their state."""
+    runs already done). An interruption (Ctrl-C, or SIGTERM to this process) stops the children,
+    which save their state."""
     env = child_env(threads)
     pending = [s for s in specs if run_state(s.output_dir, s.epochs) != "done"]
     status = {s.name: 0 for s in specs if s not in pending}
@@ -92,6 +93,7 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
     total = sum(s.epochs for s in specs)
     bar = tqdm(total=total, desc="epochs", disable=not sys.stderr.isatty(), dynamic_ncols=True)
     last_report = 0.0
+    previous = _stop_on_sigterm()
     try:
         while pending or running:
             while pending and len(running) < parallel:
@@ -124,7 +126,23 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
         raise
     finally:
         bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return status
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM stop the runs as Ctrl-C does (a job scheduler or ``kill`` sends SIGTERM); returns
+    the handler it replaced, or None off the main thread, where signals cannot be handled."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _summary(spec: RunSpec) -> str:
