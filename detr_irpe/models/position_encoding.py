@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 class PositionEmbeddingSine(nn.Module):
     """DETR's 2-D sine encoding, normalised over the unpadded region; y features first, then x."""
@@ -45,7 +47,8 @@ class PositionEmbeddingLearned(nn.Module):
         B, h, w = mask.shape
         limit = self.row_embed.num_embeddings
         if h > limit or w > limit:
-            raise ValueError(f"learned position embedding supports feature maps up to {limit} x {limit}, got {h} x {w}")
+            raise UserError(f"model.position_embedding=learned supports feature maps up to {limit} x {limit}, got "
+                            f"{h} x {w}; use smaller images (data.max_size) or the sine embedding")
         x_emb = self.col_embed(torch.arange(w, device=mask.device))
         y_emb = self.row_embed(torch.arange(h, device=mask.device))
         pos = torch.cat([x_emb.unsqueeze(0).expand(h, w, -1), y_emb.unsqueeze(1).expand(h, w, -1)], dim=-1)
