@@ -65,23 +65,32 @@ def unsafe_file_name(name) -> str | None:
     return None
 
 
+def id_problem(section: str, i: int, entry, seen: set) -> tuple[str, str] | None:
+    """The problem of entry ``i`` of ``images`` or ``annotations`` that is not an object with an id
+    of at most 64 bits not seen before, as ``(kind, message)``; None adds its id to ``seen``."""
+    kind = "image" if section == "images" else "annotation"
+    if not isinstance(entry, dict):
+        return f"malformed_{kind}", f"{section}[{i}] must be an object, got {json_type(entry)}"
+    entry_id = entry.get("id")
+    if not is_id(entry_id):
+        return f"malformed_{kind}", f"{section}[{i}] has id {show_value(entry_id)}; expected an integer of at most 64 bits"
+    if entry_id in seen:
+        return f"duplicate_{kind}_id", f"{kind} id {entry_id} appears more than once in '{section}'"
+    seen.add(entry_id)
+    return None
+
+
 def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[tuple[str, str]]:
     """Structural problems of parsed COCO data as ``(kind, message)``, in file order. Any one makes
     the file unusable. ``num_classes`` bounds the category ids (None: the largest listed id + 1).
     Entries that are themselves malformed are reported once and left out of later checks."""
     image_ids: set = set()
     for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict):
-            yield "malformed_image", f"images[{i}] must be an object, got {json_type(img)}"
+        problem = id_problem("images", i, img, image_ids)
+        if problem:
+            yield problem
             continue
-        img_id = img.get("id")
-        if not is_id(img_id):
-            yield "malformed_image", f"images[{i}] has id {show_value(img_id)}; expected an integer of at most 64 bits"
-            continue
-        if img_id in image_ids:
-            yield "duplicate_image_id", f"image id {img_id} appears more than once in 'images'"
-            continue
-        image_ids.add(img_id)
+        img_id = img["id"]
         why = unsafe_file_name(img.get("file_name"))
         if why is not None and not isinstance(img.get("file_name"), str):
             yield "malformed_image", f"image {img_id} has file_name {show_value(img.get('file_name'))}; expected a string"
@@ -126,17 +135,11 @@ def coco_json_problems(data: dict, num_classes: int | None = None) -> Iterator[t
 
     annotation_ids: set = set()
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            yield "malformed_annotation", f"annotations[{i}] must be an object, got {json_type(ann)}"
+        problem = id_problem("annotations", i, ann, annotation_ids)
+        if problem:
+            yield problem
             continue
-        ann_id = ann.get("id")
-        if not is_id(ann_id):
-            yield "malformed_annotation", f"annotations[{i}] has id {show_value(ann_id)}; expected an integer of at most 64 bits"
-            continue
-        if ann_id in annotation_ids:
-            yield "duplicate_annotation_id", f"annotation id {ann_id} appears more than once in 'annotations'"
-            continue
-        annotation_ids.add(ann_id)
+        ann_id = ann["id"]
         img_id = ann.get("image_id")
         if not is_id(img_id):
             yield "malformed_annotation", f"annotation {ann_id} has image_id {show_value(img_id)}; expected an integer"
