@@ -91,3 +91,15 @@ def naive_attention(attn, qk_in, v_in, key_padding_mask, width):
         rows.append(torch.cat(heads_out, dim=-1))
     out = torch.stack(rows)
     return out @ attn.out_proj.weight.T + attn.out_proj.bias
+
+
+def outputs_and_grads(fn, attn, x, pos, weight):
+    """(output, gradients of x, pos and every parameter of ``attn``) of ``fn(x, pos)`` under the
+    loss ``(output * weight).sum()``."""
+    attn.zero_grad()
+    xi, pi = x.clone().requires_grad_(), pos.clone().requires_grad_()
+    out = fn(xi, pi)
+    (out * weight).sum().backward()
+    grads = {"x": xi.grad, "pos": pi.grad}
+    grads.update({n: p.grad.clone() for n, p in attn.named_parameters()})
+    return out.detach(), grads

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 import torch
-from naive_irpe import naive_attention
+from naive_irpe import naive_attention, outputs_and_grads
 
 from detr_irpe.models.attention import MultiheadAttention
 from detr_irpe.models.irpe import RPESpec
@@ -49,16 +49,6 @@ def _inputs(padded):
     return x, pos, mask
 
 
-def _grads(fn, attn, x, pos, weight):
-    attn.zero_grad()
-    xi, pi = x.clone().requires_grad_(), pos.clone().requires_grad_()
-    out = fn(xi, pi)
-    (out * weight).sum().backward()
-    grads = {"x": xi.grad, "pos": pi.grad}
-    grads.update({n: p.grad.clone() for n, p in attn.named_parameters()})
-    return out.detach(), grads
-
-
 def _kernels(spec):
     return ["plain", "fused"] + ([] if spec is not None and "v" in spec.rpe_on else ["sdpa"])
 
@@ -70,8 +60,9 @@ def test_attention_matches_naive_reference(spec, padded, device):
     attn = _module(spec)
     x, pos, mask = _inputs(padded)
     weight = torch.randn(B, L, E, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    ref_out, ref_grads = _grads(lambda xi, pi: naive_attention(attn, xi + pi, xi, mask.view(B, L) if mask is not None else None, W),
-                                attn, x, pos, weight)
+    padding = mask.view(B, L) if mask is not None else None
+    naive = lambda xi, pi: naive_attention(attn, xi + pi, xi, padding, W)  # noqa: E731
+    ref_out, ref_grads = outputs_and_grads(naive, attn, x, pos, weight)
     if device != "cpu":
         attn, x, pos, weight = attn.to(device), x.to(device), pos.to(device), weight.to(device)
         mask = None if mask is None else mask.to(device)
@@ -83,7 +74,7 @@ def test_attention_matches_naive_reference(spec, padded, device):
             qk = xi + pi
             return attn(qk, qk, xi, key_padding_mask=mask, shape=(H, W))[0]
 
-        out, grads = _grads(real, attn, x, pos, weight)
+        out, grads = outputs_and_grads(real, attn, x, pos, weight)
         assert (out - ref_out).abs().max() < TOL, kernel
         for name, g in ref_grads.items():
             assert grads[name] is not None, (kernel, name)

@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.attention.flex_attention as torch_flex
-from naive_irpe import naive_attention
+from naive_irpe import naive_attention, outputs_and_grads
 
 from detr_irpe.config import ConfigError, load_config
 from detr_irpe.models import attention_flex as flex
@@ -62,16 +62,6 @@ def _inputs(padded, height=H, width=W, dim=E, dtype=torch.float64, device="cpu")
     return x.to(device), pos.to(device), mask
 
 
-def _grads(fn, attn, x, pos, weight):
-    attn.zero_grad()
-    xi, pi = x.clone().requires_grad_(), pos.clone().requires_grad_()
-    out = fn(xi, pi)
-    (out * weight).sum().backward()
-    grads = {"x": xi.grad, "pos": pi.grad}
-    grads.update({n: p.grad.clone() for n, p in attn.named_parameters()})
-    return out.detach(), grads
-
-
 def _run(attn, kernel, mask, shape=(H, W)):
     def fn(xi, pi):
         attn.kernel = kernel
@@ -89,9 +79,10 @@ def test_flex_matches_naive_reference_and_plain_kernel(spec, padded, flex_backwa
     attn = _module(spec)
     x, pos, mask = _inputs(padded)
     weight = torch.randn(B, L, E, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    ref_out, ref_grads = _grads(lambda xi, pi: naive_attention(attn, xi + pi, xi, mask, W), attn, x, pos, weight)
-    plain_out, plain_grads = _grads(_run(attn, "plain", mask), attn, x, pos, weight)
-    out, grads = _grads(_run(attn, "flex", mask), attn, x, pos, weight)
+    naive = lambda xi, pi: naive_attention(attn, xi + pi, xi, mask, W)  # noqa: E731
+    ref_out, ref_grads = outputs_and_grads(naive, attn, x, pos, weight)
+    plain_out, plain_grads = outputs_and_grads(_run(attn, "plain", mask), attn, x, pos, weight)
+    out, grads = outputs_and_grads(_run(attn, "flex", mask), attn, x, pos, weight)
     assert (out - ref_out).abs().max() < TOL
     assert (out - plain_out).abs().max() < TOL
     tables = [n for n in grads if "lookup_table" in n]
@@ -255,8 +246,8 @@ def test_cuda_flex_matches_plain_kernel(spec, height, width):
     attn, plain = _cuda_pair(spec)
     x, pos, mask = _inputs(True, height, width, 64, torch.float32, "cuda")
     weight = torch.randn(B, height * width, 64, generator=torch.Generator().manual_seed(2)).cuda()
-    ref, ref_grads = _grads(_run(plain, "plain", mask, (height, width)), plain, x, pos, weight)
-    out, grads = _grads(_run(attn, "flex", mask, (height, width)), attn, x, pos, weight)
+    ref, ref_grads = outputs_and_grads(_run(plain, "plain", mask, (height, width)), plain, x, pos, weight)
+    out, grads = outputs_and_grads(_run(attn, "flex", mask, (height, width)), attn, x, pos, weight)
     assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
     for name, g in ref_grads.items():
         assert (grads[name] - g).abs().max() < 1e-3 * g.abs().max() + 1e-6, name
