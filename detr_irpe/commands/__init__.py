@@ -43,7 +43,17 @@ def run_tool(name: str, argv=None) -> int:
 
 def main(argv=None) -> int:
     """``detr-irpe COMMAND [options]``: run one of the commands."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return dispatch(sys.argv[1:] if argv is None else list(argv))
+    except BrokenPipeError:  # the reader of the output went away (``detr-irpe zoo | head``)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def dispatch(argv: list[str]) -> int:
+    """Run the command that ``argv`` names with the rest of ``argv``; without one, list them."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         width = max(map(len, COMMANDS))
         lines = [f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items()]
@@ -60,10 +70,4 @@ def main(argv=None) -> int:
         print(f"error: unknown command {name!r}{hint}; one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     sys.argv[0] = f"detr-irpe {name}"
-    try:
-        return run_tool(name, rest)
-    except BrokenPipeError:  # the reader of the output went away (``detr-irpe zoo | head``)
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_tool(name, rest)
