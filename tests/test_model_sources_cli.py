@@ -220,3 +220,10 @@ def test_a_hugging_face_folder_evaluates_like_the_same_weights_in_a_checkpoint(e
     save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg)}, path)
     status, from_ckpt = evaluate(path, tmp_path / "ckpt_eval")
     assert status == 0 and same_detections(from_hf, from_ckpt)
+
+
+def test_weights_only_names_what_took_a_default(env, tmp_path, caplog):
+    weights = weights_only(env, "abs", tmp_path)
+    status, _ = evaluate(weights, tmp_path / "out", *data_overrides(env), "model.nheads=4")
+    assert status == 0
+    assert "do not tell" in caplog.text and "model.backbone.dilation" in caplog.text

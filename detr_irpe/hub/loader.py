@@ -124,7 +124,7 @@ def source_config(src: ModelSource, config: str | os.PathLike | None = None, ove
     from ..checkpoint import config_of_checkpoint
     from ..config import apply_overrides, load_config
     from ..resolve import resolve_config
-    from .infer import infer_overrides
+    from .infer import infer_architecture
 
     given = [*src.overrides, *overrides]
     if config:
@@ -132,8 +132,12 @@ def source_config(src: ModelSource, config: str | os.PathLike | None = None, ove
     elif src.kind != "weights":
         cfg = apply_overrides(config_of_checkpoint(src.checkpoint), given, f"model source {src.label}")
     else:
-        inferred = infer_overrides(src.state, source=f"model source {src.label}", given=given)
-        cfg = load_config(None, [*inferred, *given])
+        inferred = infer_architecture(src.state, source=f"model source {src.label}", given=given)
+        if inferred.undetermined:
+            # defaults for what the weights cannot tell: say which, so a wrong default is found
+            log.warning("model source %s: the weights do not tell %s; the defaults apply (give them as "
+                        "key=value overrides or with --config)", src.label, ", ".join(inferred.undetermined))
+        cfg = load_config(None, [*inferred.overrides, *given])
     cfg = apply_overrides(cfg, ["model.backbone.weights=checkpoint"], f"model source {src.label}")
     return resolve_config(cfg, weights=src.state, class_names=src.class_names, source=f"model source {src.label}")
 
