@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _API = {"load_model": "detr_irpe.hub.loader", "load_config": "detr_irpe.config", "build_model": "detr_irpe.models",
-        "resolve_config": "detr_irpe.resolve", "UserError": "detr_irpe.errors"}
+        "resolve_config": "detr_irpe.config.resolve", "UserError": "detr_irpe.core.errors"}
 
 __all__ = list(_API)
 

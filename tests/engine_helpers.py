@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from detr_irpe.checkpoint import load_checkpoint
+from detr_irpe.hub.checkpoint import load_checkpoint
 
 MICRO = [
     "data.dataset=synthetic", "data.synthetic.num_train=32", "data.synthetic.num_val=8",
@@ -42,7 +42,7 @@ def tool_main(name: str):
 def micro_checkpoints(root: Path, variants: dict) -> dict:
     """Checkpoints of micro models with random weights, ``variants``: name -> (irpe spec, seed,
     extra overrides); returns the root, the checkpoint paths and the synthetic dataset folder."""
-    from detr_irpe.checkpoint import save_checkpoint
+    from detr_irpe.hub.checkpoint import save_checkpoint
     from detr_irpe.config import config_to_dict, load_config
     from detr_irpe.data.synthetic import ensure_synthetic
     from detr_irpe.models import build_model
@@ -66,6 +66,6 @@ def abs_and_irpe_checkpoints(root: Path) -> dict:
 
 def run_tool(main, argv) -> int:
     """``main`` through the command-line wrapper (status 2 for user errors), ``argv`` as strings."""
-    from detr_irpe.cli import run_main
+    from detr_irpe.commands.cli import run_main
 
     return run_main(main, [str(a) for a in argv])

@@ -5,7 +5,7 @@ as it was."""
 import hashlib
 from pathlib import Path
 
-from detr_irpe.cli import run_main
+from detr_irpe.commands.cli import run_main
 
 
 def snapshot(folder: Path) -> dict:

@@ -7,7 +7,7 @@ import math
 import pytest
 from engine_helpers import micro_checkpoints
 
-from detr_irpe.cli import run_main
+from detr_irpe.commands.cli import run_main
 from detr_irpe.commands.attention import main
 
 

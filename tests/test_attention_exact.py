@@ -11,7 +11,7 @@ import torch
 from naive_irpe import naive_attention, outputs_and_grads
 
 from detr_irpe.models.attention import MultiheadAttention
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.rpe_spec import RPESpec
 
 H, W, E, HEADS, B = 3, 4, 8, 2, 2
 L = H * W

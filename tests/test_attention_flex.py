@@ -18,7 +18,7 @@ from detr_irpe.config import ConfigError, load_config
 from detr_irpe.models import attention_flex as flex
 from detr_irpe.models.attention import KernelError, MultiheadAttention
 from detr_irpe.models.attention_kernel import attention_plain
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.rpe_spec import RPESpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -9,7 +9,7 @@ import pytest
 
 from detr_irpe.benchmark.encoder import VARIANTS
 from detr_irpe.benchmark.train_step import PHASES
-from detr_irpe.cli import run_main
+from detr_irpe.commands.cli import run_main
 from detr_irpe.commands.benchmark import main
 
 

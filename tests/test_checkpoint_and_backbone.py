@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from detr_irpe.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detr_irpe.hub.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detr_irpe.models import build_model
 from detr_irpe.models.backbone import Backbone, BackboneWeightsError
 

@@ -1,4 +1,4 @@
-"""detr_irpe.cli: overrides anywhere among the options, no option guessed from a prefix, and the
+"""detr_irpe.commands.cli: overrides anywhere among the options, no option guessed from a prefix, and the
 line between user errors (one line, exit 2) and bugs (traceback, exit 1)."""
 
 import subprocess
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from detr_irpe.cli import Parser, add_overrides_argument, parse_command_line, run_main
+from detr_irpe.commands.cli import Parser, add_overrides_argument, parse_command_line, run_main
 from detr_irpe.commands import COMMANDS, command_module
-from detr_irpe.errors import UserError
+from detr_irpe.core.errors import UserError
 
 
 def parser():
@@ -66,7 +66,7 @@ def test_any_other_exception_is_a_bug_that_keeps_its_traceback(exc):
 
 
 def test_a_bug_exits_1_with_a_traceback_from_the_command_line(tmp_path):
-    code = ("import sys; from detr_irpe.cli import run_main\n"
+    code = ("import sys; from detr_irpe.commands.cli import run_main\n"
             "def main(argv):\n    raise KeyError('missing')\n"
             "sys.exit(run_main(main))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

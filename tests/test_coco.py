@@ -14,7 +14,7 @@ from detr_irpe.evaluation.backends import load_ground_truth, quiet
 from detr_irpe.evaluation.evaluator import CocoEvaluator
 from detr_irpe.evaluation.metrics import evaluate_detections
 from detr_irpe.evaluation.metrics_report import format_metrics_table, format_per_category, write_metrics
-from detr_irpe.evaluation.names import METRIC_NAMES
+from detr_irpe.core.names import METRIC_NAMES
 from detr_irpe.evaluation.results import results_json, write_results
 
 CATS = {1: "person", 3: "car", 7: "train"}  # non-contiguous ids, as COCO's
@@ -266,7 +266,7 @@ def test_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
     before = path.read_text()
     assert json.loads(before) == {"metrics": {"AP": 0.5}, "eval_batch_size": 2, "backend": "pycocotools",
                                   "checkpoint": "a.pth"}
-    import detr_irpe.utils.io as io_mod
+    import detr_irpe.core.io as io_mod
     real_fsync = io_mod.os.fsync
 
     def fsync_then_fail(fd):

@@ -11,7 +11,7 @@ from detr_irpe.config import (
     load_config,
     save_config,
 )
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.rpe_spec import RPESpec
 
 
 def _write(path, text):

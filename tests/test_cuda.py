@@ -11,7 +11,7 @@ import torch
 from engine_helpers import micro
 
 from detr_irpe.models.attention import MultiheadAttention
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.rpe_spec import RPESpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detr_irpe.evaluation.names import AP_NAMES
+from detr_irpe.core.names import AP_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = ROOT / "configs" / "detectron2" / "detr_irpe_tiny_synthetic.yaml"
@@ -101,7 +101,7 @@ def same_numbers(a: dict, b: dict) -> bool:
 def test_train_one_iteration_and_evaluate_through_d2_trainer(integ, cache, tmp_path):
     from detectron2.engine import default_argument_parser
 
-    from detr_irpe.checkpoint import load_checkpoint
+    from detr_irpe.hub.checkpoint import load_checkpoint
 
     tool = load_tool()
     out = tmp_path / "run"
@@ -260,7 +260,7 @@ def test_coco_evaluator_gives_the_project_evaluators_ap(integ, cache, tmp_path, 
 def test_checkpoint_bridge_round_trip_is_exact(integ, cache, tmp_path):
     from detectron2.modeling import build_model as d2_build_model
 
-    from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
+    from detr_irpe.hub.checkpoint import load_checkpoint, save_checkpoint
     from detr_irpe.config import config_to_dict
     from detr_irpe.integrations.detectron2.convert import main as bridge
 

@@ -10,7 +10,7 @@ from engine_helpers import micro, same_weights, tool_main
 
 def _train(rank, overrides, out):
     from detr_irpe.config import load_config
-    from detr_irpe.engine.distributed import cleanup
+    from detr_irpe.core.runtime import cleanup
     from detr_irpe.engine.trainer import Trainer
 
     trainer = Trainer(load_config(None, overrides))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detr_irpe.cli import parse_command_line
+from detr_irpe.commands.cli import parse_command_line
 from detr_irpe.commands import COMMANDS, command_module, main
 
 ROOT = Path(__file__).resolve().parents[1]

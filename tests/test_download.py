@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from detr_irpe.errors import SourceError
+from detr_irpe.core.errors import SourceError
 from detr_irpe.hub.download import cache_path, download, file_sha256, hash_in_name
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from engine_helpers import abs_and_irpe_checkpoints, run_tool, tool_main
 
-from detr_irpe.analysis import export as export_mod
+from detr_irpe.inference import export as export_mod
 from detr_irpe.hub.loader import load_model
 from detr_irpe.models.irpe import bucket_ids, cached_index
 

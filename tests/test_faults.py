@@ -20,11 +20,11 @@ from distributed_helpers import run_processes
 from engine_helpers import micro
 from reliability_helpers import expect_error
 
-from detr_irpe.checkpoint import load_checkpoint, save_checkpoint
+from detr_irpe.hub.checkpoint import load_checkpoint, save_checkpoint
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.config import load_config
 from detr_irpe.engine.trainer import NonFiniteLossError, Trainer
-from detr_irpe.utils.io import atomic_write_json
+from detr_irpe.core.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +88,8 @@ def _nan_after(trainer, n):
     real = trainer.criterion.forward
     calls = {"n": 0}
 
-    def forward(outputs, targets):
-        losses = real(outputs, targets)
+    def forward(outputs, targets, **kwargs):
+        losses = real(outputs, targets, **kwargs)
         calls["n"] += 1
         if calls["n"] == n:
             losses["loss_bbox"] = losses["loss_bbox"] * float("nan")
@@ -139,7 +139,8 @@ def test_disk_full_while_checkpointing_is_reported_and_the_previous_checkpoint_i
 
 
 def _peer_death(rank, overrides, result):
-    from detr_irpe.engine.hooks import Hook, default_hooks
+    from detr_irpe.engine.hooks import Hook
+    from detr_irpe.engine.trainer import default_hooks
 
     class Die(Hook):
         def after_step(self, trainer, scalars):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
 
 from detr_irpe.config import load_config
-from detr_irpe.errors import SourceError
+from detr_irpe.core.errors import SourceError
 from detr_irpe.hub.huggingface import (CONFIG_FILE, SAFETENSORS_FILE, TORCH_FILE, HFExportError, is_hf_folder,
                                        read_hf_folder, write_hf_folder)
 from detr_irpe.models import PostProcess, build_model, pad_images

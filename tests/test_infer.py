@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from detr_irpe.config import load_config
-from detr_irpe.errors import SourceError
+from detr_irpe.core.errors import SourceError
 from detr_irpe.hub.infer import infer_architecture, infer_overrides
 from detr_irpe.models import build_model
 from tests.helpers import TINY

@@ -14,7 +14,7 @@ from PIL import Image
 from detr_irpe.data.coco import CocoDetection
 from detr_irpe.data.errors import DatasetError, ImageTooLargeError
 from detr_irpe.data.images import image_size, load_image
-from detr_irpe.data.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_CATEGORY_ID
+from detr_irpe.core.limits import DEFAULT_MAX_IMAGE_PIXELS, MAX_CATEGORY_ID
 
 
 def png_header(width: int, height: int) -> bytes:

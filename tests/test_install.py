@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from detr_irpe.checkpoint import save_checkpoint
+from detr_irpe.hub.checkpoint import save_checkpoint
 from detr_irpe.config import config_to_dict, load_config, shipped_configs
 from detr_irpe.models import build_model
-from detr_irpe.resolve import resolve_config
+from detr_irpe.config.resolve import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

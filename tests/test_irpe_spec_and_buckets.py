@@ -4,13 +4,8 @@ import pytest
 import torch
 from naive_irpe import bucket as naive_bucket
 
-from detr_irpe.models.irpe import (
-    GRAMMAR,
-    RPESpec,
-    RPESpecError,
-    bucket_ids,
-    cached_index,
-)
+from detr_irpe.core.rpe_spec import GRAMMAR, RPESpec, RPESpecError
+from detr_irpe.models.irpe import bucket_ids, cached_index
 
 
 def test_bucket_ids_equal_the_reference_tables_for_every_case(irpe_bucket_cases):

@@ -17,7 +17,7 @@ from detr_irpe.data.synthetic import ensure_synthetic
 from detr_irpe.evaluation.loop import evaluate
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.models import build_model
-from detr_irpe.resolve import resolve_config
+from detr_irpe.config.resolve import resolve_config
 
 
 def test_a_short_run_fits_a_tiny_set(tmp_path):

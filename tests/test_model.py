@@ -9,11 +9,11 @@ import torch
 import torchvision
 from helpers import tiny_config
 
-from detr_irpe.checkpoint import load_checkpoint
+from detr_irpe.hub.checkpoint import load_checkpoint
 from detr_irpe.hub.loader import load_model
 from detr_irpe.config import load_config
 from detr_irpe.models import build_model
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.rpe_spec import RPESpec
 from detr_irpe.models.position_encoding import PositionEmbeddingSine
 from detr_irpe.models.transformer import Transformer
 
@@ -99,7 +99,8 @@ def test_a_reference_checkpoint_loads_strictly_with_its_args(tmp_path):
 
 def _transformer(spec):
     torch.manual_seed(0)
-    t = Transformer(32, 4, 2, 2, 64, 0.0, False, spec).double().eval()
+    t = Transformer(32, 4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64, dropout=0.0,
+                    pre_norm=False, rpe=spec).double().eval()
     for m in t.modules():
         for name, p in m.named_parameters(recurse=False):
             if "lookup_table" in name:

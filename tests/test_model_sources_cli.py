@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from detr_irpe.checkpoint import save_checkpoint
-from detr_irpe.cli import run_main
+from detr_irpe.hub.checkpoint import save_checkpoint
+from detr_irpe.commands.cli import run_main
 from detr_irpe.hub import zoo
 from engine_helpers import micro_checkpoints, tool_main
 

@@ -11,7 +11,7 @@ import warnings
 import pytest
 from engine_helpers import micro
 
-from detr_irpe.cli import run_main
+from detr_irpe.commands.cli import run_main
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.config import ConfigError, load_config
 from detr_irpe.engine.monitor import StepMonitor, console_for_progress_bars, duration, peak_memory_mib, step_line

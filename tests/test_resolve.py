@@ -1,4 +1,4 @@
-"""detr_irpe.resolve: the class count and names decided once, from weights, config and dataset,
+"""detr_irpe.config.resolve: the class count and names decided once, from weights, config and dataset,
 and the resolved config read-only."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from helpers import tiny_config
 
 from detr_irpe.config import ConfigError, is_frozen
-from detr_irpe.resolve import COCO_CLASS_NAMES, head_classes, resolve_config
+from detr_irpe.config.resolve import COCO_CLASS_NAMES, head_classes, resolve_config
 
 
 class FakeDataset:

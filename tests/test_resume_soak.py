@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import micro, same_weights, weights
 
-from detr_irpe.checkpoint import load_checkpoint
+from detr_irpe.hub.checkpoint import load_checkpoint
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.config import load_config
 from detr_irpe.data.synthetic import ensure_synthetic

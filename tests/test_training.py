@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detr_irpe.config import load_config
-from detr_irpe.errors import OutputError
+from detr_irpe.core.errors import OutputError
 from detr_irpe.engine.hooks import Hook
 from detr_irpe.commands.train import main as train_main
 from detr_irpe.engine.interrupt import TrainingInterrupted
@@ -75,7 +75,7 @@ def test_resume_mid_epoch_gives_identical_weights(cache, tmp_path):
     out = tmp_path / "interrupted"
     cfg = load_config(None, micro(cache, out))
     trainer = Trainer(cfg)
-    from detr_irpe.engine.hooks import default_hooks
+    from detr_irpe.engine.trainer import default_hooks
     trainer.hooks = default_hooks(trainer) + [_StopAfter(4)]  # epoch 2, step 1
     with pytest.raises(TrainingInterrupted, match="epoch 2, step 1"):
         trainer.train()

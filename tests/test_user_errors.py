@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import micro
 
-from detr_irpe.cli import run_main
+from detr_irpe.commands.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def _boom(argv=None):
 
 
 def test_run_main_turns_only_user_errors_into_one_line(capsys):
-    from detr_irpe.errors import UserError
+    from detr_irpe.core.errors import UserError
 
     def user_error(argv=None):
         raise UserError("something the user can fix")

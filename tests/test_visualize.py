@@ -10,10 +10,10 @@ from engine_helpers import micro_checkpoints, run_tool, tool_main
 from PIL import Image
 
 from detr_irpe.analysis import attention_figure, rpe_figure
-from detr_irpe.analysis.predict import Predictor, read_image
+from detr_irpe.inference.predict import Predictor, read_image
 from detr_irpe.hub.loader import load_model
-from detr_irpe.errors import UsageError
-from detr_irpe.models.irpe import RPESpec
+from detr_irpe.core.errors import UsageError
+from detr_irpe.core.rpe_spec import RPESpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

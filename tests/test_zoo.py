@@ -5,9 +5,9 @@ import shlex
 import pytest
 
 from detr_irpe.commands.evaluate import build_parser
-from detr_irpe.cli import parse_command_line
+from detr_irpe.commands.cli import parse_command_line
 from detr_irpe.config import load_config
-from detr_irpe.errors import SourceError
+from detr_irpe.core.errors import SourceError
 from detr_irpe.hub.download import hash_in_name
 from detr_irpe.hub.infer import infer_architecture
 from detr_irpe.hub.zoo import DETR_URL, IRPE_URL, ZOO, ZOO_COLUMNS, format_zoo_table, zoo_entry, zoo_table

@@ -25,7 +25,7 @@ import yaml
 
 from ..config import ConfigError, load_config
 from ..launch.local import RunSpec
-from ..utils.io import atomic_write_json
+from ..core.io import atomic_write_json
 
 
 @dataclass

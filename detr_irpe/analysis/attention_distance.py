@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 #: offsets up to this many cells either way are kept in the offset map (the tiny models' maps are
 #: 7-10 cells a side; DETR-R50's on COCO about 25 x 34)

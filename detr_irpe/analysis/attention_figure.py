@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .figures import hwc, new_figure
-from .predict import Predictor
+from ..inference.predict import Predictor
 
 
 @dataclass

@@ -15,9 +15,9 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..evaluation.names import AP_NAMES
-from ..launch.local import read_log
+from ..core.errors import UserError
+from ..core.names import AP_NAMES
+from ..engine.run_folder import RunFolder
 from .figures import new_figure, save_png
 from .stats import MAX_SEEDS, Interval, defined, paired_difference, seeds_needed, t_interval
 
@@ -76,8 +76,8 @@ class Row:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # missing, damaged bytes or not JSON
         return {}
 
 
@@ -93,13 +93,14 @@ def discover_runs(paths) -> tuple[list[Run], str | None]:
         baseline = baseline or study.get("baseline")
         order = {name: i for i, name in enumerate(study.get("variants", {}))}
         found = []
-        folders = [p] if (p / "log.jsonl").is_file() else sorted(f.parent for f in p.rglob("log.jsonl"))
+        log_name = RunFolder.EPOCH_LOG
+        folders = [p] if (p / log_name).is_file() else sorted(f.parent for f in p.rglob(log_name))
         for folder in folders:
-            records = read_log(folder)
+            records = RunFolder(folder).read_log()
             if not records:
                 continue
             meta = _read_json(folder / "variant.json")
-            info = _read_json(folder / "run_info.json")
+            info = _read_json(folder / RunFolder.RUN_INFO)
             name = folder.name
             seed_dir = re.fullmatch(r"seed(\d+)", name)
             variant = meta.get("variant") or (folder.parent.name if seed_dir else re.sub(r"[_-]?seed\d+$", "", name))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
-from .drawing import colour_of, name_of
+from ..core.errors import UsageError
+from ..inference.drawing import colour_of, name_of
 from .figures import hwc, new_figure
-from .predict import Prediction, Predictor, read_image
+from ..inference.predict import Prediction, Predictor, read_image
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 #: the IoU at which the curves and the confusion matrix count a detection as a match
 MATCH_IOU = 0.5

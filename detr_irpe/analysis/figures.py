@@ -22,7 +22,7 @@ def new_figure(width: float, height: float, layout: str = "constrained"):
 
 def save_png(fig, path: str | Path) -> Path:
     """Write ``fig`` as a PNG atomically (the folder is created); returns the path."""
-    from ..utils.io import atomic_write
+    from ..core.io import atomic_write
 
     path = Path(path).expanduser()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .figures import new_figure
 
 

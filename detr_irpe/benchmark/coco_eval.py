@@ -15,7 +15,7 @@ import numpy as np
 
 from ..evaluation.backends import load_ground_truth
 from ..evaluation.metrics import evaluate_detections
-from ..evaluation.names import BACKENDS, METRIC_NAMES
+from ..core.names import BACKENDS, METRIC_NAMES
 
 # COCO's 80 category ids (1..90 with gaps), so the synthetic set has the same non-contiguous ids
 COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models.attention import NO_VALUE_TERM
+from ..core.names import NO_VALUE_TERM
 from ..models.attention_flex import backward_supported
-from ..models.irpe import RPESpec
+from ..core.rpe_spec import RPESpec
 from ..models.position_encoding import PositionEmbeddingSine
 from ..models.transformer import Encoder, EncoderLayer
 from .common import machine_description, peak_memory, print_table, time_interleaved

@@ -36,7 +36,7 @@ def command_module(name: str):
 def run_tool(name: str, argv=None) -> int:
     """Run command ``name`` with ``argv`` (default: the process's arguments); user errors become
     one line and exit status 2."""
-    from ..cli import run_main
+    from .cli import run_main
 
     return run_main(command_module(name).main, argv)
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
-from ..errors import UsageError
+from ..core.errors import UsageError
+from .cli import Parser, add_overrides_argument, parse_command_line
+from .slurm_options import add_slurm_arguments, slurm_job
 
 USAGE = """Run an ablation: every variant x seed of an ablation file into its own folder of one study.
 
@@ -31,10 +32,7 @@ def build_parser() -> Parser:
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run only these variants")
     parser.add_argument("--parallel", type=int, default=1, help="local: runs at once (threads split between them)")
     parser.add_argument("--nproc-per-node", type=int, default=1, help="torchrun: processes per run")
-    parser.add_argument("--nodes", type=int, default=1, help="slurm: nodes per run")
-    parser.add_argument("--gpus-per-node", type=int, default=8, help="slurm: GPUs (tasks) per node")
-    parser.add_argument("--partition", help="slurm partition")
-    parser.add_argument("--timeout-min", type=int, default=4320, help="slurm time limit per job")
+    add_slurm_arguments(parser, per_run_names=True)
     add_overrides_argument(parser)
     return parser
 
@@ -42,8 +40,9 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     from ..analysis.ablation import load_ablation, run_specs, shell_command, write_study
-    from ..launch.local import child_env, run_local, run_state
-    from ..utils.logs import setup_logging
+    from ..engine.run_folder import RunFolder
+    from ..launch.local import child_env, run_local
+    from ..core.logs import setup_logging
 
     setup_logging()
 
@@ -55,19 +54,18 @@ def main(argv=None) -> int:
     print(f"study {ab.name}: {len(ab.variants)} variants x {len(ab.seeds)} seeds = {len(specs)} runs in {study}")
     commands = {}
     for spec in specs:
-        cmd = spec.command()
         if args.launcher == "torchrun":
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
-                   *cmd[1:]]  # torchrun -m detr_irpe train ...
+            cmd = spec.torchrun_command(args.nproc_per_node)
         elif args.launcher == "slurm":
-            cmd = [sys.executable, "-m", "detr_irpe", "submit", f"--nodes={args.nodes}",
-                   f"--gpus-per-node={args.gpus_per_node}", f"--timeout-min={args.timeout_min}",
-                   f"--job-dir={spec.output_dir / 'submitit'}", f"--name={ab.name}-{spec.name.replace('/', '-')}",
-                   *([f"--partition={args.partition}"] if args.partition else []), *cmd[4:]]
+            job = slurm_job(args, name=f"{ab.name}-{spec.name.replace('/', '-')}",
+                            job_dir=str(spec.output_dir / "submitit"))
+            cmd = spec.slurm_command(job)
+        else:
+            cmd = spec.command()
         commands[spec.name] = cmd
     if args.dry_run:
         for spec in specs:
-            print(f"# {spec.name} [{run_state(spec.output_dir, spec.epochs)}]")
+            print(f"# {spec.name} [{RunFolder(spec.output_dir).state(spec.epochs)}]")
             print(shell_command(commands[spec.name]))
         return 0
     write_study(ab, study, specs)
@@ -77,7 +75,7 @@ def main(argv=None) -> int:
     else:
         status = {}
         for spec in specs:
-            if run_state(spec.output_dir, spec.epochs) == "done":
+            if RunFolder(spec.output_dir).state(spec.epochs) == "done":
                 print(f"{spec.name}: done")
                 continue
             print(f"{spec.name}: {shell_command(commands[spec.name])}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
+from .cli import Parser, add_overrides_argument, parse_command_line
 
 USAGE = """Error analysis of a detector, or of several side by side on the same ground truth: per-class
 AP (AP, AP50, AP75, by size), precision-recall curves per class, a confusion matrix between the
@@ -44,9 +44,9 @@ def main(argv=None) -> int:
 
     from ..analysis.error_analysis import SCORE_THRESHOLD, ResultsError, check_results, read_results
     from ..analysis.error_report import analyse, summary_lines, to_json, write_figures
-    from ..errors import UsageError
-    from ..utils.io import atomic_write_json
-    from ..utils.logs import setup_logging
+    from ..core.errors import UsageError
+    from ..core.io import atomic_write_json
+    from ..core.logs import setup_logging
 
     setup_logging()
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # one INFO line per evaluation step
@@ -113,6 +113,6 @@ def detections_of_models(sources, labels, overrides, device, out):
     results = []
     for label, m in zip(labels, loaded):
         path = out / f"{label.replace('/', '_').replace(':', '_')}_results.json"
-        evaluate(m.model, m.postprocess, loader, val.coco, m.device, progress=sys.stderr.isatty(), results_path=path)
+        evaluate(m.model, m.postprocess, loader, m.cfg, m.device, progress=sys.stderr.isatty(), results_path=path)
         results.append(read_results(path))
     return val.coco.dataset, results

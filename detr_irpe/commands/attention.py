@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
+from .cli import Parser, add_overrides_argument, parse_command_line
 
 USAGE = """The mean attention distance (feature-map cells, attention-weighted) per encoder layer and head
 over N validation images, and the attention mass as a function of the relative offset (dr, dc),
@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     from ..analysis.figures import save_png
     from ..commands.analyze import default_label
     from ..data.build import build_dataset, build_loader
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from ..hub.loader import load_model
-    from ..utils.io import atomic_write_json
-    from ..utils.logs import setup_logging
+    from ..core.io import atomic_write_json
+    from ..core.logs import setup_logging
 
     setup_logging()
     labels = args.labels or [default_label(s) for s in args.checkpoint]

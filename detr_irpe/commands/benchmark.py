@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import Parser, parse_command_line
+from .cli import Parser, parse_command_line
 
 USAGE = """Benchmarks that print figures (Markdown tables, or JSON with --json). The variants of each
 table run side by side in one process, interleaved, so that their ratios hold on a noisy machine.
@@ -104,9 +104,9 @@ def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     import torch
 
-    from ..devices import resolve_device
-    from ..errors import UsageError
-    from ..models.attention import KERNELS
+    from ..core.runtime import resolve_device
+    from ..core.errors import UsageError
+    from ..core.names import KERNELS
 
     device = str(resolve_device(args.device or "auto", at="--device"))
     if args.threads:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, parse_command_line
+from .cli import Parser, parse_command_line
 
 USAGE = """Check a COCO-format dataset before training: JSON structure, ids, categories, boxes and image
 files. Prints a summary; exit code 0 when the dataset is usable, 1 when it has errors.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, parse_command_line
+from .cli import Parser, parse_command_line
 
 USAGE = """Compare runs: a table per variant (mean ± std over seeds of AP, AP50, AP75, APs, APm, APl, the
 seed-paired AP difference to a baseline with its 95% interval, parameters, iRPE parameters,
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     from ..analysis.compare import (StudyError, aggregate, discover_runs, plot, seed_advice, table, to_csv,
                                     to_markdown, to_terminal, verdict_table)
-    from ..utils.io import atomic_write_text
+    from ..core.io import atomic_write_text
 
     runs, study_baseline = discover_runs(args.paths)
     baseline = args.baseline or study_baseline

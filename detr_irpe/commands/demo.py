@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
+from .cli import Parser, add_overrides_argument, parse_command_line
 
 #: (run name, shipped config, label)
 VARIANTS = (("abs", "tiny/abs", "absolute only"),
@@ -35,8 +35,9 @@ def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     from ..config import find_config, load_config
     from ..data.synthetic import ensure_synthetic
-    from ..launch.local import RunSpec, read_log, run_local
-    from ..utils.logs import setup_logging
+    from ..engine.run_folder import RunFolder
+    from ..launch.local import RunSpec, run_local
+    from ..core.logs import setup_logging
 
     setup_logging()
     overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     if failed:
         print(f"error: run(s) {', '.join(failed)} failed; see console.log in {out}", file=sys.stderr)
         return 1
-    rows = [(label, read_log(spec.output_dir)) for (_, _, label), spec in zip(VARIANTS, specs)]
+    rows = [(label, RunFolder(spec.output_dir).read_log()) for (_, _, label), spec in zip(VARIANTS, specs)]
     print(f"\nTiny DETR on the synthetic val split ({cfg.data.synthetic.num_val} images), "
           f"{specs[0].epochs} epochs, {time.time() - start:.0f} s for this run of the demo\n")
     print("| model | AP | AP50 | AP75 | APs | APm | train min | img/s |")

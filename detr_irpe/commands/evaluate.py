@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
-from ..evaluation.names import BACKENDS
+from .cli import Parser, add_overrides_argument, parse_command_line
+from ..core.names import BACKENDS
 
 USAGE = """Evaluate a model with COCO box AP. The model source is any of: a checkpoint of this project,
 of the reference DETR / iRPE-DETR code, or weights only; an http(s) URL; a zoo name (detr-irpe zoo);
@@ -66,14 +66,14 @@ def main(argv=None) -> int:
     import json
     import sys
 
-    from ..checkpoint import load_state_dict
+    from ..hub.checkpoint import load_state_dict
     from ..data.build import build_dataset, build_loader
-    from ..engine.distributed import cleanup, init_distributed
+    from ..core.runtime import cleanup, init_distributed
     from ..evaluation.loop import evaluate
     from ..evaluation.metrics_report import format_metrics_table, format_per_category, write_metrics
     from ..hub.loader import open_source, source_config
     from ..models import build_model
-    from ..utils.logs import setup_logging
+    from ..core.logs import setup_logging
 
     src = open_source(args.checkpoint)
     cfg = source_config(src, args.config, eval_overrides(args))
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
         model.to(info.device)
         loader = build_loader(val, cfg, train=False, world_size=info.world_size, rank=info.rank)
         results_path = out / "results.json"
-        metrics = evaluate(model, post["bbox"], loader, val.coco, info.device, cfg.train.amp, cfg.eval.backend,
-                           cfg.eval.per_category, progress=sys.stderr.isatty(), results_path=results_path)
+        metrics = evaluate(model, post["bbox"], loader, cfg, info.device, progress=sys.stderr.isatty(),
+                           results_path=results_path)
         if info.is_main:
             extra = {"checkpoint": str(args.checkpoint), "eval_batch_size": cfg.eval.batch_size * info.world_size,
                      "eval_batch_size_per_process": cfg.eval.batch_size, "world_size": info.world_size,

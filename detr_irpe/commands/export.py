@@ -6,8 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
-from ..errors import UsageError
+from .cli import Parser, add_overrides_argument, parse_command_line
+from ..core.errors import UsageError
 
 USAGE = """Export a trained checkpoint (absolute encoding only or with iRPE) to ONNX for one fixed input
 size, then check with onnxruntime that the exported model gives PyTorch's outputs.
@@ -27,7 +27,7 @@ PASS or FAIL. Exit status: 0 exported (and PASS), 1 FAIL, 2 bad input.
 
 
 def build_parser() -> Parser:
-    from ..analysis.export_options import ATOL, EXPORTERS, RTOL
+    from ..inference.export_options import ATOL, EXPORTERS, RTOL
 
     parser = Parser(description=USAGE)
     parser.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="SOURCE", help="checkpoint file, URL, zoo name or Hugging Face folder")
@@ -48,11 +48,11 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
-    from ..utils.logs import setup_logging
+    from ..core.logs import setup_logging
 
     setup_logging()
 
-    from ..analysis.export import check_onnx, export_onnx, onnx_info
+    from ..inference.export import check_onnx, export_onnx, onnx_info
     from ..hub.loader import load_model
 
     if Path(args.out).suffix.lower() != ".onnx":

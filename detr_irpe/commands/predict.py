@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
-from ..errors import UsageError
+from .cli import Parser, add_overrides_argument, parse_command_line
+from ..core.errors import UsageError
 
 USAGE = """Run a checkpoint on an image file or a folder of images and write COCO results.
 
@@ -42,11 +42,11 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
-    from ..utils.logs import setup_logging
+    from ..core.logs import setup_logging
 
     setup_logging()
 
-    from ..analysis.predict import Predictor, class_names, list_inputs, predict_files, write_run
+    from ..inference.predict import Predictor, class_names, list_inputs, predict_files, write_run
     from ..hub.loader import load_model
 
     if args.score_threshold < 0 or args.score_threshold > 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..cli import Parser, parse_command_line
+from .cli import Parser, parse_command_line
 
 SMALL = ["model.backbone.name=cnn_tiny", "model.backbone.width=16", "model.backbone.weights=none",
          "model.backbone.norm=bn", "model.backbone.trainable_layers=[stem,layer1,layer2,layer3,layer4]",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
+from .cli import Parser, add_overrides_argument, parse_command_line
 
 USAGE = """Train DETR (with or without iRPE) from a config file plus key=value overrides.
 
@@ -39,10 +39,10 @@ def main(argv=None) -> int:
     """Parse the command line, join the process group described by the environment, train."""
     args = parse_command_line(build_parser(), argv)
     from ..config import load_config
-    from ..engine.distributed import cleanup, init_distributed
+    from ..core.runtime import cleanup, init_distributed
     from ..engine.interrupt import TrainingInterrupted
     from ..engine.trainer import Trainer
-    from ..utils.logs import setup_logging
+    from ..core.logs import setup_logging
 
     cfg = load_config(args.config, args.overrides)
     info = init_distributed(cfg.train.device, cfg.train.dist_timeout_s)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import argparse
 
-from ..cli import Parser, add_overrides_argument, parse_command_line
-from ..errors import UsageError
+from .cli import Parser, add_overrides_argument, parse_command_line
+from ..core.errors import UsageError
 
 USAGE = """Figures of trained checkpoints, written as PNG files (matplotlib, Agg; no window is opened).
 
@@ -74,13 +74,13 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
-    from ..utils.logs import setup_logging
+    from ..core.logs import setup_logging
 
     setup_logging()
 
     from ..analysis import attention_figure, detection_figure, rpe_figure
     from ..analysis.figures import save_png
-    from ..analysis.predict import Predictor, class_names, list_inputs, read_image
+    from ..inference.predict import Predictor, class_names, list_inputs, read_image
     from ..hub.loader import load_model
 
     if Path(args.out).suffix.lower() != ".png":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import Parser, parse_command_line
+from .cli import Parser, parse_command_line
 
 USAGE = """The released DETR and iRPE-DETR models (COCO val2017 box AP as published). A zoo name is a
 model source for every command (evaluate, predict, visualize, export, train --init-from): the file

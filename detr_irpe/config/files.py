@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from ..models.irpe import RPESpec
+from ..core.rpe_spec import RPESpec
 from .schema import Config, ConfigError
 from .typed import config_from_dict
+
 
 def config_dir() -> Path:
     """The shipped configs: ``detr_irpe/configs`` in an installed package, ``configs/`` in a checkout."""
@@ -84,9 +85,24 @@ def config_to_dict(cfg) -> dict:
     return cfg
 
 
+def flat_config(cfg) -> dict:
+    """A config (or its plain data) as ``section.key`` -> value."""
+    out = {}
+
+    def walk(d, at):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{at}{k}.")
+            else:
+                out[f"{at}{k}"] = v
+
+    walk(cfg if isinstance(cfg, dict) else config_to_dict(cfg), "")
+    return out
+
+
 def save_config(cfg, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    from ..utils.io import atomic_write_text
+    from ..core.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 

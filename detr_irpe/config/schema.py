@@ -8,18 +8,11 @@ import difflib
 import math
 from dataclasses import dataclass, field
 
-
-from ..data.limits import DEFAULT_MAX_IMAGE_PIXELS
-from ..errors import UserError
-from ..evaluation.names import BACKENDS
-from ..models.attention import KERNELS, NO_VALUE_TERM
-from ..models.irpe import RPESpec
-
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
-NORMS = ("frozen_bn", "bn", "gn")
-#: the optional metric writers of train.writers (detr_irpe.engine.writers)
-WRITERS = ("tensorboard", "wandb", "mlflow")
-POSITION_EMBEDDINGS = ("sine", "learned", "none")
+from ..core.errors import UserError
+from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
+from ..core.names import (AMP_MODES, BACKBONES, BACKENDS, DATASETS, INVALID_IMAGE_MODES, KERNELS, NO_VALUE_TERM,
+                          NONFINITE_MODES, NORMS, POSITION_EMBEDDINGS, WRITERS)
+from ..core.rpe_spec import RPESpec
 
 
 class ConfigError(UserError, ValueError):
@@ -206,8 +199,8 @@ class DataConfig(Section):
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     def validate(self, at: str):
-        check_choice(self.dataset, ("coco", "synthetic"), f"{at}.dataset")
-        check_choice(self.invalid_images, ("fail", "skip"), f"{at}.invalid_images")
+        check_choice(self.dataset, DATASETS, f"{at}.dataset")
+        check_choice(self.invalid_images, INVALID_IMAGE_MODES, f"{at}.invalid_images")
         if self.max_image_pixels is not None:
             check_positive(self.max_image_pixels, f"{at}.max_image_pixels")
         for name in ("max_size", "val_size"):
@@ -290,8 +283,8 @@ class TrainConfig(Section):
             raise ConfigError(f"{at}.dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if self.lr_drop < 0 or self.warmup_iters < 0:
             raise ConfigError(f"{at}.lr_drop and {at}.warmup_iters must be >= 0")
-        check_choice(self.amp, ("none", "bf16", "fp16"), f"{at}.amp")
-        check_choice(self.on_nonfinite, ("stop", "skip"), f"{at}.on_nonfinite")
+        check_choice(self.amp, AMP_MODES, f"{at}.amp")
+        check_choice(self.on_nonfinite, NONFINITE_MODES, f"{at}.on_nonfinite")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
             raise ConfigError(f"{at}.max_steps_per_epoch must be > 0 or null, got {self.max_steps_per_epoch}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -10,7 +10,7 @@ import typing
 from typing import Any
 
 
-from ..models.irpe import RPESpec, RPESpecError
+from ..core.rpe_spec import RPESpec, RPESpecError
 from .schema import Config, ConfigError
 
 def config_from_dict(data: dict, source: str = "config") -> Config:

@@ -19,7 +19,7 @@ from .boxes import clean_boxes
 from .coco_json import coco_json_problems, read_coco_json, unsafe_file_name
 from .errors import DatasetError, ImageFileError, ImageTooLargeError
 from .images import check_pixels, load_image
-from .limits import DEFAULT_MAX_IMAGE_PIXELS
+from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .values import is_int, is_number, is_size, one_line, show_value
 
 #: kinds that make the dataset unusable, with a short description for the summary

@@ -23,7 +23,7 @@ from .boxes import clean_boxes
 from .coco_json import coco_json_problems, read_coco_json
 from .errors import DatasetError, ImageFileError, ImageTooLargeError
 from .images import check_pixels, load_image
-from .limits import DEFAULT_MAX_IMAGE_PIXELS
+from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .values import is_int, one_line, show_value
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import DatasetError
-from .limits import MAX_CATEGORY_ID
+from ..core.limits import MAX_CATEGORY_ID
 from .values import is_id, is_int, is_number, is_size, json_type, show_value
 
 REQUIRED_KEYS = ("images", "annotations", "categories")

@@ -3,7 +3,7 @@ only report them need not load the image stack."""
 
 from __future__ import annotations
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 class DatasetError(UserError, ValueError):

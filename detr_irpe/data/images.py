@@ -16,7 +16,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import to_dtype
 
 from .errors import ImageFileError, ImageTooLargeError
-from .limits import DEFAULT_MAX_IMAGE_PIXELS
+from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
 from .values import one_line
 
 #: PIL modes of 16 bits per sample, scaled to 8 bits (PIL's own conversion clips them)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .limits import ID_RANGE
+from ..core.limits import ID_RANGE
 
 
 def is_int(value) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..checkpoint import load_state_dict
+from ..hub.checkpoint import load_state_dict
 
 log = logging.getLogger(__name__)
 

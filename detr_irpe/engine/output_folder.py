@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from ..config import save_config
-from ..errors import OutputError
-from ..utils.io import remove_temporaries
-from ..utils.logs import add_file_log
+from ..core.errors import OutputError
+from ..core.io import remove_temporaries
+from ..core.logs import add_file_log
+from .run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 
-def check_output_folder(out: Path, resuming: bool) -> None:
-    """Raise OutputError when ``out`` holds another run (a checkpoint while not ``resuming``) or
+def check_output_folder(folder: RunFolder, resuming: bool) -> None:
+    """Raise OutputError when ``folder`` holds another run (a checkpoint while not ``resuming``) or
     cannot be written."""
-    if (out / "checkpoint.pth").exists() and not resuming:
-        raise OutputError(f"output folder {out} already holds a run (checkpoint.pth); continue it "
-                          f"with --resume auto or choose another train.output_dir")
+    out = folder.path
+    if folder.holds_run() and not resuming:
+        raise OutputError(f"output folder {out} already holds a run ({folder.CHECKPOINT} or {folder.INTERRUPTED}); "
+                          f"continue it with --resume auto or choose another train.output_dir")
     probe = out
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -29,14 +30,15 @@ def check_output_folder(out: Path, resuming: bool) -> None:
                           f"{'not a folder' if not probe.is_dir() else 'not writable'})")
 
 
-def prepare_output_folder(out: Path, cfg) -> None:
-    """Create ``out``, remove the partial files of a killed run, save the resolved config and log
-    to ``train.log``."""
+def prepare_output_folder(folder: RunFolder, cfg) -> None:
+    """Create the folder, remove the partial files of a killed run, save the resolved config and
+    log to ``train.log``."""
+    out = folder.path
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"output folder {out} cannot be written: {exc.strerror or exc}") from None
     for tmp in remove_temporaries(out):  # left by a process killed mid-write
         log.info("removed %s, a partial file of a killed run", tmp.name)
-    save_config(cfg, out / "config.yaml")
-    add_file_log(out / "train.log")
+    save_config(cfg, folder / folder.CONFIG)
+    add_file_log(folder / folder.TRAIN_LOG)

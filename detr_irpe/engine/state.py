@@ -1,15 +1,14 @@
-"""What a training checkpoint holds beyond the weights: random-number states and progress."""
+"""What a training checkpoint holds beyond the weights and progress: every process's random-number
+states."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..core.runtime import gather_objects
 
 
 def rng_state() -> dict:
@@ -40,40 +39,9 @@ def gather_rng_states() -> list[dict]:
     return gather_objects(rng_state())
 
 
-def gather_objects(mine) -> list:
-    """Every process's ``mine`` (plain data), indexed by rank (collective)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [mine]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, mine)
-    return out
-
-
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and Python's random."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
-
-#: the checkpoints a run resumes from: the one written after every epoch and the one a stop
-#: signal writes mid-epoch (checkpoint_best.pth and checkpoint_nonfinite.pth are not resumed from)
-CHECKPOINT_NAMES = ("checkpoint.pth", "checkpoint_interrupted.pth")
-
-
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The checkpoint of a run folder that is furthest into training (epoch, then step within it)
-    and loads; None when there is none. Progress, not modification time, decides: a run killed
-    between writing one checkpoint and removing a stale one leaves both."""
-    folder = Path(folder)
-    found = []
-    for path in (folder / name for name in CHECKPOINT_NAMES):
-        if not path.is_file():
-            continue
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError:
-            continue
-        if "epoch" in ckpt and "optimizer" in ckpt:
-            found.append(((int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)), path.stat().st_mtime_ns), path))
-    return max(found)[1] if found else None

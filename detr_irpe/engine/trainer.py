@@ -1,7 +1,13 @@
-"""The training loop. Evaluation, checkpoints and log writers are hooks (engine/hooks.py) that
-the loop calls at fixed points, so that each concern lives in one small class; the stop signals
-(engine/interrupt.py), the output folder (engine/output_folder.py) and the weights a run starts
-from (engine/initial_weights.py) have their own modules."""
+"""The training loop. Evaluation and checkpoints (engine/hooks.py) and the log writers
+(engine/writers.py) are hooks that the loop calls at fixed points, so that each concern lives in
+one small class; the stop signals (engine/interrupt.py), the run folder (engine/run_folder.py,
+engine/output_folder.py), what a resume may change (config/resume.py) and the weights a run starts
+from (engine/initial_weights.py) have their own modules.
+
+In a run of several processes every decision that changes what a process does next is agreed
+first (core.runtime.agree), so that all take the same branch: at the start of a step, whether a
+stop was asked for and whether the data has ended (one collective that also sums the box count
+the loss needs); after the loss, whether any process saw a non-finite one."""
 
 from __future__ import annotations
 
@@ -17,20 +23,27 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import Config, ConfigError, config_to_dict
-from ..errors import UserError
-from ..evaluation.loop import autocast_context, to_device
+from ..config.resolve import resolve_config
+from ..config.resume import check_resume_changes
+from ..core.errors import UserError
+from ..core.runtime import DistInfo, agree, barrier, gather_objects, init_distributed, mean_over_processes
+from ..data.build import build_dataset, build_loader
+from ..evaluation.loop import autocast_context, evaluate, to_device
+from ..evaluation.metrics_report import format_metrics_table
+from ..hub.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..models import build_model
-from ..resolve import resolve_config
-from .distributed import DistInfo, barrier, init_distributed, mean_over_processes
+from ..models.criterion import box_count, boxes_per_process
+from .hooks import CheckpointHook, EvalHook, Hook
 from .initial_weights import load_initial_weights
 from .interrupt import StopSignals, TrainingInterrupted
 from .monitor import StepMonitor, console_for_progress_bars
 from .optim import LRSchedule, build_optimizer
 from .output_folder import check_output_folder, prepare_output_folder
 from .precision import set_tf32
-from .state import gather_objects, gather_rng_states, latest_checkpoint, seed_everything, set_rng_state
+from .run_folder import RunFolder
+from .state import gather_rng_states, seed_everything, set_rng_state
+from .writers import ConsoleWriter, JsonlWriter, RunInfoWriter, build_writers
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +61,6 @@ class Progress:
     update: int = 0          # optimizer updates so far
     best_ap: float = -1.0
     skipped_steps: int = 0
-    history: list = field(default_factory=list)
     # the epoch so far: summed loss terms, steps and images of this process (an epoch resumed
     # mid-way logs the same means as one never stopped)
     epoch_sums: dict = field(default_factory=dict)
@@ -66,9 +78,6 @@ class Trainer:
 
     def __init__(self, cfg: Config, resume: str | None = None, init_from: str | None = None,
                  dist_info: DistInfo | None = None, hooks=None, eval_only: bool = False):
-        from ..data.build import build_dataset, build_loader
-        from .hooks import default_hooks
-
         self.cfg = cfg
         tc = cfg.train
         self.dist = dist_info or init_distributed(tc.device, tc.dist_timeout_s)
@@ -77,10 +86,11 @@ class Trainer:
             set_tf32(tc.tf32)
         if tc.amp != "none" and self.device.type != "cuda":
             raise ConfigError(f"train.amp={tc.amp} needs a CUDA device; this run is on {self.device} (use train.amp=none)")
-        self.out = Path(tc.output_dir).expanduser()
+        self.folder = RunFolder(tc.output_dir)
+        self.out = self.folder.path
         self.progress = Progress()
         if not eval_only and self.is_main:
-            check_output_folder(self.out, resuming=bool(resume))
+            check_output_folder(self.folder, resuming=bool(resume))
         seed_everything(tc.seed + self.dist.rank)
 
         self.train_set = build_dataset(cfg, "train")
@@ -91,6 +101,8 @@ class Trainer:
                                          rank=self.dist.rank)
         self.val_loader = build_loader(self.val_set, cfg, train=False, world_size=self.dist.world_size,
                                        rank=self.dist.rank)
+        if resume:
+            self.resume_path = self._find_resume(resume)
 
         model, self.criterion, post = build_model(cfg)
         self.postprocess = post["bbox"]
@@ -110,8 +122,8 @@ class Trainer:
                               f"on nothing; lower train.batch_size")
         if tc.max_steps_per_epoch:
             self.batches_per_epoch = min(self.batches_per_epoch, tc.max_steps_per_epoch)
-        if resume:
-            self._resume(resume)
+        if self.resume_path is not None:
+            self._resume(self.resume_path)
         self.train_model = self.model
         if self.dist.distributed and self.device.type == "cuda":
             # trainable batch norm sees the global batch (SyncBatchNorm needs CUDA; on the CPU each
@@ -133,14 +145,29 @@ class Trainer:
     def _prepare_output(self) -> None:
         """Create the output folder, save the resolved config, log to train.log (main process)."""
         if self.is_main:
-            prepare_output_folder(self.out, self.cfg)
+            prepare_output_folder(self.folder, self.cfg)
         barrier()
 
-    def _resume(self, resume: str) -> None:
-        path = latest_checkpoint(self.out) if resume == "auto" else Path(resume)
-        if path is None:
-            log.info("resume auto: no checkpoint in %s, starting from scratch", self.out)
-            return
+    #: the checkpoint the run continues from (None: a new run)
+    resume_path: Path | None = None
+
+    def _find_resume(self, resume: str) -> Path | None:
+        """The checkpoint ``resume`` names (``auto``: the run folder's resume checkpoint), checked
+        against the config: a setting that a resume may not change is refused before anything runs."""
+        if resume == "auto":
+            found = self.folder.resume_checkpoint()
+            if found is None:
+                log.info("resume auto: no checkpoint in %s, starting from scratch", self.out)
+                return None
+            path = found[0]
+        else:
+            path = Path(resume)
+        stored = load_checkpoint(path, mmap=True).get("config")
+        if isinstance(stored, dict):
+            check_resume_changes(stored, self.cfg, source=str(path))
+        return path
+
+    def _resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.model)
         for key in ("optimizer", "epoch"):
             if key not in ckpt:
@@ -179,10 +206,11 @@ class Trainer:
                                                  "steps": p.epoch_steps, "images": p.epoch_images}),
                 "config": config_to_dict(self.cfg), "world_size": self.dist.world_size}
 
-    def save(self, name: str, state: dict | None = None) -> Path | None:
-        """Write a checkpoint into the output folder atomically (main process)."""
+    def save(self, name: str, state: dict | None = None) -> Path:
+        """Write a checkpoint into the run folder atomically (main process; without ``state``
+        a collective: every process must call it)."""
         state = state if state is not None else self.state_dict()
-        path = self.out / name
+        path = self.folder / name
         if self.is_main:
             save_checkpoint(state, path)
         return path
@@ -204,14 +232,14 @@ class Trainer:
                 hook.after_train(self)
         return record
 
+    def evaluate(self) -> dict:
+        """COCO metrics of the current weights on the val split (collective)."""
+        return evaluate(self.model, self.postprocess, self.val_loader, self.cfg, self.device,
+                        progress=sys.stderr.isatty())
+
     def evaluate_only(self) -> dict:
         """COCO AP of the current weights on the val split, printed and returned (writes nothing)."""
-        from ..evaluation.loop import evaluate
-        from ..evaluation.metrics_report import format_metrics_table
-
-        tc, ec = self.cfg.train, self.cfg.eval
-        metrics = evaluate(self.model, self.postprocess, self.val_loader, self.val_set.coco, self.device, tc.amp,
-                           ec.backend, ec.per_category, progress=sys.stderr.isatty(), channels_last=tc.channels_last)
+        metrics = self.evaluate()
         if self.is_main:
             print(format_metrics_table(metrics))
         return metrics
@@ -230,17 +258,26 @@ class Trainer:
         start, images_before = time.perf_counter(), p.epoch_images
         accum = tc.grad_accum
         monitor = StepMonitor(total, p.step_in_epoch, (tc.epochs - epoch - 1) * total, self.device)
-        for images, mask, targets in self.train_loader:
+        batches = iter(self.train_loader)
+        while p.step_in_epoch < total:
+            batch = next(batches, None)
             monitor.data_ready()
-            if p.step_in_epoch >= total:
+            votes = agree({"stop": bool(self.stop_signals.requested) and p.step_in_epoch % accum == 0,
+                           "end_of_data": batch is None},
+                          number=box_count(batch[2]) if batch is not None else 0)
+            if votes["end_of_data"]:
+                if len(votes["end_of_data"]) < self.dist.world_size:
+                    log.warning("the data of rank(s) %s ended at step %d of %d; the epoch ends there on every rank",
+                                ", ".join(map(str, votes["end_of_data"])), p.step_in_epoch, total)
                 break
-            if self.stop_signals.requested and p.step_in_epoch % accum == 0:
-                raise self._interrupt()
-            images, mask, targets = to_device(images, mask, targets, self.device)
+            if votes["stop"]:
+                raise self._interrupt(votes["stop"])
+            images, mask, targets = to_device(*batch, self.device)
             if tc.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             last_micro = (p.step_in_epoch + 1) % accum == 0 or p.step_in_epoch + 1 == total
-            losses, loss = self._forward_backward(images, mask, targets, sync=last_micro)
+            num_boxes = boxes_per_process(votes.total, self.dist.world_size)
+            losses, loss = self.forward_backward(images, mask, targets, num_boxes, sync=last_micro)
             if loss is None:  # a skipped non-finite step
                 p.step_in_epoch += 1
                 monitor.step_done(0)
@@ -288,7 +325,10 @@ class Trainer:
                 return g["lr"]
         return None
 
-    def _forward_backward(self, images, mask, targets, sync: bool):
+    def forward_backward(self, images, mask, targets, num_boxes: float, sync: bool = True):
+        """One step's forward pass and loss, then its backward pass unless some process saw a
+        non-finite loss; returns the loss terms and the weighted loss (None for a skipped step).
+        ``num_boxes``: the box-loss normaliser over all processes (boxes_per_process). Collective."""
         tc = self.cfg.train
         ctx = self.train_model.no_sync() if (self.dist.distributed and not sync and hasattr(self.train_model, "no_sync")) \
             else contextlib.nullcontext()
@@ -296,12 +336,13 @@ class Trainer:
             with autocast_context(self.device, tc.amp):
                 outputs = self.train_model(images, mask)
             # matching and loss in float32
-            losses = self.criterion(_float_outputs(outputs), targets)
+            losses = self.criterion(_float_outputs(outputs), targets, num_boxes=num_boxes)
             weights = self.criterion.weight_dict
             loss = sum(losses[k] * weights[k] for k in losses if k in weights)
-            # the matcher already waited for the device this step, so this check costs no extra sync
-            if not torch.isfinite(loss):
-                return self._nonfinite(losses, loss)
+            # the matcher already waited for the device this step, so reading the loss costs no extra sync
+            bad = agree({"nonfinite": not bool(torch.isfinite(loss))})["nonfinite"]
+            if bad:
+                return self._nonfinite(losses, loss, bad)
             self.scaler.scale(loss / tc.grad_accum).backward()
         return losses, loss
 
@@ -316,29 +357,41 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         p.update += 1
 
-    def _nonfinite(self, losses: dict, loss):
+    def _nonfinite(self, losses: dict, loss, ranks: tuple[int, ...]):
+        """Every process is here at the same step: skip it, or save the last good state and stop."""
         tc, p = self.cfg.train, self.progress
-        bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(losses.items())
-                       if k.startswith("loss") and not math.isfinite(float(v.detach())))
+        mine = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(losses.items())
+                         if k.startswith("loss") and not math.isfinite(float(v.detach()))) or f"loss={float(loss)}"
+        seen = gather_objects(mine)  # each process's terms, so that the message names them everywhere
+        bad = "; ".join(f"rank {r}: {seen[r]}" for r in ranks) if self.dist.distributed else mine
         where = f"epoch {p.epoch + 1}, step {p.step_in_epoch + 1} (update {p.update})"
         self.optimizer.zero_grad(set_to_none=True)
         if tc.on_nonfinite == "skip":
             p.skipped_steps += 1
-            log.warning("non-finite loss at %s (%s): step skipped (%d so far)", where, bad or f"loss={float(loss)}",
+            log.warning("non-finite loss at %s: %s; step skipped on every process (%d so far)", where, bad,
                         p.skipped_steps)
             return losses, None
-        path = self.save("checkpoint_nonfinite.pth")
-        raise NonFiniteLossError(f"non-finite loss at {where}: {bad or f'loss={float(loss)}'}; the last good state is "
-                                 f"in {path} (train.on_nonfinite=skip skips such steps)")
+        path = self.save(self.folder.NONFINITE)
+        raise NonFiniteLossError(f"non-finite loss at {where}: {bad}; the last good state is in {path} "
+                                 f"(train.on_nonfinite=skip skips such steps)")
 
-    def _interrupt(self) -> TrainingInterrupted:
-        path = self.save("checkpoint_interrupted.pth")
-        msg = (f"stopped by {self.stop_signals.requested} at epoch {self.progress.epoch + 1}, "
-               f"step {self.progress.step_in_epoch}; state saved to {path}; continue with --resume auto")
+    def _interrupt(self, ranks: tuple[int, ...]) -> TrainingInterrupted:
+        """Every process is here at the same step boundary: save the state and stop."""
+        path = self.save(self.folder.INTERRUPTED)
+        signal_name = self.stop_signals.requested or "a stop signal"
+        by = f"{signal_name} (on rank {', '.join(map(str, ranks))})" if self.dist.distributed else signal_name
+        msg = (f"stopped by {by} at epoch {self.progress.epoch + 1}, step {self.progress.step_in_epoch}; "
+               f"state saved to {path}; continue with --resume auto")
         log.warning(msg)
         # a handler installed before ours (submitit's: it requeues the SLURM job) runs after the save
         self.stop_signals.pass_on()
         return TrainingInterrupted(msg)
+
+
+def default_hooks(trainer: Trainer) -> list[Hook]:
+    """Evaluation first (the writers see the epoch's AP), the checkpoint last (it commits the epoch)."""
+    return [RunInfoWriter(), EvalHook(), JsonlWriter(), *build_writers(trainer.cfg.train.writers), ConsoleWriter(),
+            CheckpointHook()]
 
 
 def _float_outputs(outputs: dict) -> dict:

@@ -1,14 +1,27 @@
-"""The optional metric writers a config chooses (``train.writers``) beside ``log.jsonl``, which
-every run writes: TensorBoard, Weights & Biases and MLflow. W&B and MLflow are not dependencies
-of this project: each is imported only when chosen, when the trainer is built (before anything is
-written), and a missing one is a config error naming the package to install."""
+"""The writers of a training run: ``log.jsonl``, ``run_info.json`` and the console, which every run
+writes, and the optional metric writers a config chooses (``train.writers``): TensorBoard, Weights
+& Biases and MLflow. W&B and MLflow are not dependencies of this project: each is imported only
+when chosen, when the trainer is built (before anything is written), and a missing one is a config
+error naming the package to install."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import logging
+import os
+import time
 
-from ..config import ConfigError, config_to_dict
-from .hooks import Hook, TensorBoardWriter
+import torch
+
+from ..config import ConfigError, config_to_dict, flat_config
+from ..core.io import atomic_write_json, atomic_write_text
+from ..core.names import METRIC_NAMES
+from ..core.runtime import is_distributed
+from .hooks import Hook
+from .monitor import step_line
+
+log = logging.getLogger(__name__)
 
 
 def import_writer_package(name: str):
@@ -26,19 +39,115 @@ def numbers(record: dict, prefix: str = "") -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def flat_config(cfg) -> dict:
-    """The config as ``section.key`` -> value, for trackers' parameter tables."""
-    out = {}
+class JsonlWriter(Hook):
+    """One JSON line per epoch in ``log.jsonl``. A resumed run first drops the lines of epochs past
+    its checkpoint (and a line torn by a kill), which it is about to write again."""
 
-    def walk(d, at):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{at}{k}.")
-            else:
-                out[f"{at}{k}"] = v
+    def before_train(self, trainer):
+        path = trainer.folder / trainer.folder.EPOCH_LOG
+        if not trainer.is_main or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) <= trainer.progress.epoch]
+        if kept != lines:
+            log.info("log.jsonl: %d line(s) past the checkpoint (epoch %d) dropped", len(lines) - len(kept),
+                     trainer.progress.epoch)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
-    walk(config_to_dict(cfg), "")
-    return out
+    def after_epoch(self, trainer, record):
+        if not trainer.is_main:
+            return
+        path = trainer.folder / trainer.folder.EPOCH_LOG
+        with open(path, "a") as f:
+            f.write(json.dumps({**record, "time": time.time()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class TensorBoardWriter(Hook):
+    """Scalars in ``tensorboard/``, all against the optimizer-update counter: training losses and
+    rates per log interval, an epoch's record (with ``epoch`` itself) at its last update. Points
+    are flushed as they are written, and a run (resumed or not) starts with ``purge_step`` at the
+    update after its checkpoint, so TensorBoard drops points a killed run wrote past it."""
+
+    def __init__(self):
+        self.writer = None
+
+    def before_train(self, trainer):
+        if trainer.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(trainer.folder / trainer.folder.TENSORBOARD), purge_step=trainer.progress.update + 1)
+
+    def after_step(self, trainer, scalars):
+        if self.writer:
+            for k, v in scalars.items():
+                self.writer.add_scalar(f"train/{k}", v, trainer.progress.update)
+            self.writer.flush()
+
+    def after_epoch(self, trainer, record):
+        if self.writer:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    group = "eval" if k in METRIC_NAMES else "epoch"
+                    self.writer.add_scalar(f"{group}/{k}", v, trainer.progress.update)
+            self.writer.flush()
+
+    def after_train(self, trainer):
+        if self.writer:
+            self.writer.close()
+
+
+class RunInfoWriter(Hook):
+    """``run_info.json``: what a comparison needs to know about a run without loading its model
+    (parameter counts, the encodings, the machine)."""
+
+    def before_train(self, trainer):
+        if not trainer.is_main:
+            return
+        model, cfg = trainer.model, trainer.cfg
+        irpe = sum(p.numel() for n, p in model.named_parameters() if "lookup_table" in n)
+        info = {"parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "irpe_parameters": irpe, "irpe": str(cfg.model.irpe) if cfg.model.irpe else None,
+                "position_embedding": cfg.model.position_embedding, "encoder_abs_pos": cfg.model.encoder_abs_pos,
+                "backbone": cfg.model.backbone.name, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+                "world_size": trainer.dist.world_size, "device": str(trainer.device),
+                "dist_backend": torch.distributed.get_backend() if is_distributed() else None,
+                "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
+                "torch": torch.__version__}
+        atomic_write_json(trainer.folder / trainer.folder.RUN_INFO, info, indent=1)
+
+
+class ConsoleWriter(Hook):
+    """A concise line per epoch, and one per log interval with the speed, the ETAs and peak memory."""
+
+    def before_train(self, trainer):
+        if trainer.is_main:
+            tc = trainer.cfg.train
+            log.info("training %s for %d epochs (%d batches of %d per process, %d process(es)) into %s",
+                     trainer.cfg.model.irpe or "DETR without iRPE", tc.epochs, trainer.batches_per_epoch,
+                     tc.batch_size, trainer.dist.world_size, trainer.out)
+
+    def after_step(self, trainer, scalars):
+        # a line per log interval also under a progress bar: train.log and SLURM logs show no bar
+        if trainer.is_main:
+            p = trainer.progress
+            log.info(step_line(p.epoch + 1, trainer.cfg.train.epochs, p.step_in_epoch, trainer.batches_per_epoch,
+                               p.update, scalars))
+
+    def after_epoch(self, trainer, record):
+        if not trainer.is_main:
+            return
+        parts = [f"epoch {record['epoch']}/{trainer.cfg.train.epochs}",
+                 f"loss {record.get('train_loss', float('nan')):.4f}",
+                 f"(ce {record.get('train_loss_ce', float('nan')):.3f}, l1 {record.get('train_loss_bbox', float('nan')):.3f}, "
+                 f"giou {record.get('train_loss_giou', float('nan')):.3f})",
+                 f"lr {record['lr']:.2e}", f"{record['train_images_per_s']:.1f} img/s", f"{record['train_seconds']:.0f} s"]
+        if "AP" in record:
+            parts.append(f"| AP {record['AP']:.3f} AP50 {record['AP50']:.3f} AP75 {record['AP75']:.3f}"
+                         + (" (best)" if record.get("best") else ""))
+        log.info(" ".join(parts))
 
 
 class WandbWriter(Hook):
@@ -101,3 +210,11 @@ def build_writers(names) -> list[Hook]:
     """One writer hook per name in ``train.writers``."""
     classes = {"tensorboard": TensorBoardWriter, "wandb": WandbWriter, "mlflow": MLflowWriter}
     return [classes[name]() for name in names]
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a log.jsonl line; None for a line torn by a kill."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..data.coco_json import read_coco_json
 from ..data.errors import DatasetError
-from ..errors import UsageError
-from .names import BACKENDS
+from ..core.errors import UsageError
+from ..core.names import BACKENDS
 
 
 def backend_classes(backend: str):

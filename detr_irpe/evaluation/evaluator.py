@@ -12,11 +12,12 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 
+from ..core.errors import UsageError
+from ..core.names import BACKENDS
+from ..core.runtime import gather_objects, is_main_process, world_size
 from ..data.errors import DatasetError
-from ..errors import UsageError
 from .backends import load_ground_truth
 from .metrics import run_cocoeval
-from .names import BACKENDS
 from .results import Detections, convert_detections, results_entries, write_results
 
 logger = logging.getLogger(__name__)
@@ -26,23 +27,6 @@ def _image_ids(image_ids) -> list[int]:
     if hasattr(image_ids, "tolist"):
         image_ids = image_ids.tolist()
     return [int(i) for i in image_ids]
-
-
-def _dist():
-    """torch.distributed when a process group with more than one rank is initialised, else None."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch without distributed support
-        return None
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (or without torch.distributed)."""
-    dist = _dist()
-    return dist is None or dist.get_rank() == 0
 
 
 class CocoEvaluator:
@@ -102,12 +86,10 @@ class CocoEvaluator:
         """Gather every rank's detections onto every rank, each image once (the first copy in rank
         order), so that the result equals a single-process evaluation. A no-op in one process.
         Collective: every rank must call it."""
-        dist = _dist()
-        if dist is None or self._synchronized:
+        if world_size() == 1 or self._synchronized:
             self._synchronized = True
             return
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, self._dets)
+        gathered = gather_objects(self._dets)
         merged: dict[int, Detections] = {}
         repeats = 0
         for part in gathered:
@@ -129,22 +111,21 @@ class CocoEvaluator:
         ``per_category`` (name -> AP). Collective: synchronises first, evaluates on rank 0 and
         sends the result to all ranks; a failure on rank 0 is raised on every rank (none hangs)."""
         self.synchronize()
-        dist = _dist()
+        single = world_size() == 1
         metrics, error = None, None
-        if dist is None or dist.get_rank() == 0:
+        if is_main_process():
             try:
                 metrics = run_cocoeval(self.coco_gt, self._dets, self.backend, self.per_category)
             except Exception as exc:
-                if dist is None:
+                if single:
                     raise
                 error = f"{type(exc).__name__}: {exc}"
                 failure = exc
-        if dist is not None:
-            box = [metrics, error]
-            dist.broadcast_object_list(box, src=0)
-            metrics, error = box
+        if not single:
+            # rank 0's result (or its failure) reaches every rank, so that none waits for the others
+            metrics, error = gather_objects((metrics, error))[0]
             if error is not None:
-                if dist.get_rank() == 0:
+                if is_main_process():
                     raise failure
                 raise RuntimeError(f"COCO evaluation failed on rank 0: {error}")
         return metrics

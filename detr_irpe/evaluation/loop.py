@@ -9,7 +9,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..engine.distributed import is_dist, rank
+from ..core.runtime import is_main_process
 from .evaluator import CocoEvaluator
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,21 @@ def to_device(images, mask, targets, device):
 
 
 @torch.no_grad()
-def evaluate(model, postprocess, loader, coco_gt, device, amp: str = "none", backend: str = "faster_coco_eval",
-             per_category: bool = False, progress: bool = True, channels_last: bool = False,
-             results_path=None) -> dict:
-    """COCO box metrics of ``model`` on ``loader`` (whose dataset's ground truth is ``coco_gt``);
-    the same dict on every process. Adds ``eval_images``, ``eval_seconds``. With
-    ``results_path`` the detections are also written there as a COCO results JSON."""
+def evaluate(model, postprocess, loader, cfg, device, *, progress: bool = True, results_path=None) -> dict:
+    """COCO box metrics of ``model`` on ``loader`` (a loader of detr_irpe.data.build, whose
+    dataset holds the ground truth), as the resolved config ``cfg`` says (precision, memory
+    format, COCO backend, per-category AP); the same dict on every process (collective). Adds
+    ``eval_images``, ``eval_seconds``, ``inference_images_per_s``. With ``results_path`` the
+    detections are also written there as a COCO results JSON."""
+    amp, channels_last = cfg.train.amp, cfg.train.channels_last
     was_training = model.training
     model.eval()
-    evaluator = CocoEvaluator(coco_gt, backend=backend, per_category=per_category)
+    evaluator = CocoEvaluator(loader.dataset.coco, backend=cfg.eval.backend, per_category=cfg.eval.per_category)
     start = time.perf_counter()
     images_seen = 0
     model_seconds = 0.0
     bar = tqdm(loader, desc="eval", leave=False, dynamic_ncols=True,
-               disable=not progress or (is_dist() and rank() != 0))
+               disable=not progress or not is_main_process())
     for images, mask, targets in bar:
         images, mask, targets = to_device(images, mask, targets, device)
         if channels_last:

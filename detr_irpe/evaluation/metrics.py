@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.errors import DatasetError
 from .backends import backend_classes, coco_from_dataset, load_ground_truth, quiet
-from .names import AP_NAMES, METRIC_NAMES
+from ..core.names import AP_NAMES, METRIC_NAMES
 from .results import Detections, convert_detections, results_entries
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..utils.io import atomic_write_json
-from .names import METRIC_NAMES
+from ..core.io import atomic_write_json
+from ..core.names import METRIC_NAMES
 
 
 def write_metrics(path: str | os.PathLike, metrics: Mapping, extra: Mapping | None = None) -> Path:

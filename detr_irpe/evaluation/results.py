@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.io import atomic_write_json
+from ..core.io import atomic_write_json
 
 #: one image's detections as stored: (boxes xywh float64 (N, 4), scores float64 (N,), labels int64 (N,))
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 
 #: torch.hub's convention: ``name-<first 8 or more hex digits of the sha256>.ext``
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import SourceError, UserError
+from ..core.errors import SourceError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _backbone(config: dict, where: str) -> tuple[str, bool]:
     """(this project's backbone name, whether the folder uses timm's names)."""
-    from ..config import BACKBONES
+    from ..core.names import BACKBONES
 
     resnets = [name for name in BACKBONES if name.startswith("resnet")]
     sub = config.get("backbone_config") or {}

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config, load_config
-from ..errors import SourceError
+from ..core.errors import SourceError
 from ..models import build_model
-from ..models.irpe import METHODS, RelativePositionEncoding, RPESpec
+from ..core.rpe_spec import METHODS, RPESpec
+from ..models.irpe import RelativePositionEncoding
 
 #: iRPE ratios of the paper and the released models (7x7, 9x9, 11x11, 13x13 product tables)
 RATIOS_IN_USE = (1.9, 2.0, 2.5, 3.0)

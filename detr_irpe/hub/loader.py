@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class LoadedModel:
 
 def open_source(source: str | os.PathLike) -> ModelSource:
     """Read a model source (see the module's docstring) without building a model."""
-    from ..checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .huggingface import is_hf_folder, read_hf_folder
     from .zoo import ZOO, zoo_entry
 
@@ -121,9 +121,9 @@ def _checkpoint_source(ckpt: dict, label: str, path: Path) -> ModelSource:
 def source_config(src: ModelSource, config: str | os.PathLike | None = None, overrides: Sequence[str] = ()):
     """The resolved config that rebuilds ``src``'s model (see the module's docstring). The class
     count is the weights' own, and the backbone comes from the weights."""
-    from ..checkpoint import config_of_checkpoint
+    from .checkpoint import config_of_checkpoint
     from ..config import apply_overrides, load_config
-    from ..resolve import resolve_config
+    from ..config.resolve import resolve_config
     from .infer import infer_architecture
 
     given = [*src.overrides, *overrides]
@@ -147,8 +147,8 @@ def load_model(source, overrides: Sequence[str] = (), device="cpu", config: str 
     """Build the model of ``source`` (a checkpoint file, URL, zoo name or Hugging Face folder),
     load its weights strictly and put it in eval mode on ``device``; ``overrides`` are
     ``key=value`` strings (e.g. ``data.root=/data/coco`` for the data the tools read)."""
-    from ..checkpoint import load_state_dict
-    from ..devices import resolve_device
+    from .checkpoint import load_state_dict
+    from ..core.runtime import resolve_device
     from ..models import build_model
 
     src = source if isinstance(source, ModelSource) else open_source(source)

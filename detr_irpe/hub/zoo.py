@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from ..errors import SourceError
+from ..core.errors import SourceError
 
 DETR_URL = "https://dl.fbaipublicfiles.com/detr/"
 IRPE_URL = "https://github.com/wkcn/iRPE-model-zoo/releases/download/1.0/"

@@ -3,7 +3,6 @@ folder, finished runs skipped, interrupted ones resumed. Used by the demo and by
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -14,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+
+from ..engine.run_folder import RunFolder
+from .slurm import SlurmJob
 
 log = logging.getLogger(__name__)
 
@@ -41,41 +43,25 @@ class RunSpec:
     epochs: int
     overrides: list[str] = field(default_factory=list)
 
+    def train_args(self) -> list[str]:
+        """The ``detr-irpe train`` arguments of this run (``--resume auto`` for one to continue)."""
+        args = ["--config", str(self.config), *self.overrides, f"train.output_dir={self.output_dir}"]
+        if RunFolder(self.output_dir).state(self.epochs) == "partial":
+            args += ["--resume", "auto"]
+        return args
+
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "detr_irpe", "train", "--config", str(self.config),
-               *self.overrides, f"train.output_dir={self.output_dir}"]
-        if run_state(self.output_dir, self.epochs) == "partial":
-            cmd += ["--resume", "auto"]
-        return cmd
+        """The run as one local process."""
+        return [sys.executable, "-m", "detr_irpe", "train", *self.train_args()]
 
+    def torchrun_command(self, nproc_per_node: int) -> list[str]:
+        """The run as ``nproc_per_node`` processes on this machine (torchrun)."""
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+                "-m", "detr_irpe", "train", *self.train_args()]
 
-def read_log(folder: str | os.PathLike) -> list[dict]:
-    """The epoch records a run wrote (``log.jsonl``); a torn last line (killed writer) is ignored."""
-    path = Path(folder) / "log.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def run_state(folder: str | os.PathLike, epochs: int) -> str:
-    """``done`` (all epochs logged and committed), ``partial`` (a checkpoint to resume) or ``new``."""
-    folder = Path(folder)
-    records = read_log(folder)
-    checkpoint = folder / "checkpoint.pth"
-    # an epoch's log line is written before the checkpoint that commits it: a run killed between
-    # the two has a log line newer than its checkpoint, and is resumed
-    if (records and records[-1].get("epoch", 0) >= epochs and checkpoint.is_file()
-            and checkpoint.stat().st_mtime_ns >= (folder / "log.jsonl").stat().st_mtime_ns):
-        return "done"
-    if any(folder.glob("checkpoint*.pth")):
-        return "partial"
-    return "new"
+    def slurm_command(self, job: SlurmJob) -> list[str]:
+        """The run submitted as the SLURM ``job`` (detr-irpe submit)."""
+        return [sys.executable, "-m", "detr_irpe", "submit", *job.submit_args(), *self.train_args()]
 
 
 def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = None, poll_s: float = 1.0) -> dict[str, int]:
@@ -84,7 +70,7 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
     runs already done). An interruption (Ctrl-C, or SIGTERM to this process) stops the children,
     which save their state."""
     env = child_env(threads)
-    pending = [s for s in specs if run_state(s.output_dir, s.epochs) != "done"]
+    pending = [s for s in specs if RunFolder(s.output_dir).state(s.epochs) != "done"]
     status = {s.name: 0 for s in specs if s not in pending}
     for s in specs:
         if s.name in status:
@@ -99,7 +85,7 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
             while pending and len(running) < parallel:
                 spec = pending.pop(0)
                 spec.output_dir.mkdir(parents=True, exist_ok=True)
-                console = open(spec.output_dir / "console.log", "a")
+                console = open(spec.output_dir / RunFolder.CONSOLE_LOG, "a")
                 log.info("%s: %s", spec.name, " ".join(spec.command()[1:]))
                 running[spec.name] = (subprocess.Popen(spec.command(), stdout=console, stderr=subprocess.STDOUT,
                                                        env=env), spec)
@@ -109,10 +95,10 @@ def run_local(specs: list[RunSpec], parallel: int = 1, threads: int | None = Non
                     status[name] = proc.returncode
                     del running[name]
                     if proc.returncode:
-                        tail = (spec.output_dir / "console.log").read_text().splitlines()[-15:]
+                        tail = (spec.output_dir / RunFolder.CONSOLE_LOG).read_text(errors="replace").splitlines()[-15:]
                         log.error("%s failed (exit status %d); the end of %s:\n%s", name, proc.returncode,
-                                  spec.output_dir / "console.log", "\n".join(tail))
-            done_epochs = sum(min(s.epochs, len(read_log(s.output_dir))) for s in specs)
+                                  spec.output_dir / RunFolder.CONSOLE_LOG, "\n".join(tail))
+            done_epochs = sum(min(s.epochs, len(RunFolder(s.output_dir).read_log())) for s in specs)
             bar.n = done_epochs
             bar.refresh()
             if not sys.stderr.isatty() and time.time() - last_report > 60:
@@ -146,7 +132,7 @@ def _stop_on_sigterm():
 
 
 def _summary(spec: RunSpec) -> str:
-    records = read_log(spec.output_dir)
+    records = RunFolder(spec.output_dir).read_log()
     if not records:
         return "starting"
     r = records[-1]

@@ -11,18 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
+from ..core.names import KERNELS, NO_VALUE_TERM
 from . import attention_flex as flex
 from .attention_kernel import workspace, attention_fused, attention_plain
-from .irpe import RelativePositionEncoding, RPESpec, bucket_ids, cached_index
+from .irpe import RelativePositionEncoding, bucket_ids, cached_index
+from ..core.rpe_spec import RPESpec
 
-#: Which kernel runs the attention: "auto" picks per call (see _auto_kernel), "plain" forces
-#: ordinary autograd ops, "fused" the iRPE autograd Function, "sdpa" PyTorch's
-#: scaled_dot_product_attention, "flex" torch's flex_attention with the iRPE terms as a score
-#: modification (attention_flex.py). Neither sdpa nor flex takes an iRPE value term.
-KERNELS = ("auto", "plain", "fused", "sdpa", "flex")
-#: the kernels that cannot apply iRPE on values
-NO_VALUE_TERM = ("sdpa", "flex")
 
 
 class KernelError(UserError, ValueError):

@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class TinyCNN(nn.Module):
 class Backbone(nn.Module):
     """Feature extractor returning the last stage (stride 32, or 16 with dilation) and its mask."""
 
-    def __init__(self, name: str = "resnet50", weights: str = "imagenet", norm: str = "frozen_bn",
+    def __init__(self, name: str = "resnet50", weights: str = "imagenet", *, norm: str = "frozen_bn",
                  trainable_layers=("layer2", "layer3", "layer4"), dilation: bool = False,
                  allow_random_init: bool = False, width: int = 32):
         super().__init__()

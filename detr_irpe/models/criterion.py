@@ -4,11 +4,11 @@ boxes, the same on every auxiliary decoder output; class and cardinality errors 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou
 
+from ..core.runtime import sum_over_processes, world_size
 from .matcher import HungarianMatcher
 
 
@@ -18,13 +18,21 @@ def _permutation(indices):
     return batch, src
 
 
-def average_box_count(targets: list[dict], device) -> torch.Tensor:
-    """Target boxes per process, averaged over all processes, at least 1 (a tensor: no host sync)."""
-    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(count)
-        count = count / dist.get_world_size()
-    return count.clamp(min=1)[0]
+def box_count(targets: list[dict]) -> int:
+    """The target boxes of a batch (read on the host: no device sync)."""
+    return sum(len(t["labels"]) for t in targets)
+
+
+def boxes_per_process(total: float, world: int) -> float:
+    """The normaliser of the box losses: target boxes per process over all ``world`` processes
+    (``total`` of them), at least 1."""
+    return max(float(total) / world, 1.0)
+
+
+def average_box_count(targets: list[dict], device) -> float:
+    """boxes_per_process of ``targets`` over all processes (a collective in a distributed run)."""
+    total = sum_over_processes(torch.tensor([float(box_count(targets))], device=device))
+    return boxes_per_process(float(total[0]), world_size())
 
 
 class SetCriterion(nn.Module):
@@ -38,8 +46,10 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict:
-        """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h)."""
+    def forward(self, outputs: dict, targets: list[dict], num_boxes: float | None = None) -> dict:
+        """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h);
+        ``num_boxes``: the normaliser of the box losses (boxes_per_process; computed here, with a
+        collective in a distributed run, when not given)."""
         for i, t in enumerate(targets):
             labels = t["labels"]
             # checked where it costs nothing: on a GPU this would wait for the device every step
@@ -50,14 +60,15 @@ class SetCriterion(nn.Module):
                     raise ValueError(f"target {i}: label {hi if hi >= self.num_classes else lo} outside "
                                      f"[0, {self.num_classes - 1}] (num_classes={self.num_classes})")
         device = outputs["pred_logits"].device
-        num_boxes = average_box_count(targets, device)
+        if num_boxes is None:
+            num_boxes = average_box_count(targets, device)
         losses = self._losses(outputs, targets, num_boxes, log=True)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             for name, value in self._losses(aux, targets, num_boxes, log=False).items():
                 losses[f"{name}_{i}"] = value
         return losses
 
-    def _losses(self, outputs: dict, targets: list[dict], num_boxes: torch.Tensor, log: bool) -> dict:
+    def _losses(self, outputs: dict, targets: list[dict], num_boxes: float, log: bool) -> dict:
         indices = self.matcher(outputs, targets)
         logits = outputs["pred_logits"].float()
         device = logits.device

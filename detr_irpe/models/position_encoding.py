@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 class PositionEmbeddingSine(nn.Module):

@@ -15,22 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadAttention
-from .irpe import RPESpec
+from ..core.rpe_spec import RPESpec
 
 
 def _with_pos(x, pos):
     return x if pos is None else x + pos
 
 
-class _FeedForward(nn.Module):
-    """Shared body of the layers' feed-forward block (linear1 / linear2 keep their reference names)."""
-
-    def _ffn(self, x):
-        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+def _feed_forward(x, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear):
+    return linear2(dropout(F.relu(linear1(x))))
 
 
-class EncoderLayer(_FeedForward):
-    """Self-attention (with optional iRPE) and feed-forward, post- or pre-norm."""
+class EncoderLayer(nn.Module):
+    """Encoder layer: self-attention (with optional iRPE) and feed-forward, post- or pre-norm."""
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, pre_norm=False,
                  rpe: RPESpec | None = None, attention_kernel: str = "auto"):
@@ -43,23 +40,34 @@ class EncoderLayer(_FeedForward):
         self.pre_norm = pre_norm
 
     def forward(self, src, mask=None, pos=None, shape=None, need_weights=False):
-        x = self.norm1(src) if self.pre_norm else src
+        """Returns (output, attention weights or None)."""
+        if self.pre_norm:
+            return self.forward_pre(src, mask, pos, shape, need_weights)
+        return self.forward_post(src, mask, pos, shape, need_weights)
+
+    def forward_post(self, src, mask=None, pos=None, shape=None, need_weights=False):
+        """Post-norm layer (the reference)."""
+        qk = _with_pos(src, pos)
+        attn, weights = self.self_attn(qk, qk, src, key_padding_mask=mask, shape=shape, need_weights=need_weights)
+        src = self.norm1(src + self.dropout1(attn))
+        src = self.norm2(src + self.dropout2(_feed_forward(src, self.linear1, self.dropout, self.linear2)))
+        return src, weights
+
+    def forward_pre(self, src, mask=None, pos=None, shape=None, need_weights=False):
+        """Pre-norm layer."""
+        x = self.norm1(src)
         qk = _with_pos(x, pos)
         attn, weights = self.self_attn(qk, qk, x, key_padding_mask=mask, shape=shape, need_weights=need_weights)
         src = src + self.dropout1(attn)
-        if not self.pre_norm:
-            src = self.norm1(src)
-        x = self.norm2(src) if self.pre_norm else src
-        src = src + self.dropout2(self._ffn(x))
-        if not self.pre_norm:
-            src = self.norm2(src)
+        x = self.norm2(src)
+        src = src + self.dropout2(_feed_forward(x, self.linear1, self.dropout, self.linear2))
         return src, weights
 
 
-class DecoderLayer(_FeedForward):
-    """Query self-attention, cross-attention to the encoder memory and feed-forward."""
+class DecoderLayer(nn.Module):
+    """Decoder layer: query self-attention, cross-attention to the encoder memory and feed-forward."""
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, pre_norm=False,
+    def __init__(self, d_model, nhead, *, dim_feedforward=2048, dropout=0.1, pre_norm=False,
                  attention_kernel: str = "auto"):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout, kernel=attention_kernel)
@@ -72,25 +80,38 @@ class DecoderLayer(_FeedForward):
         self.pre_norm = pre_norm
 
     def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
-        x = self.norm1(tgt) if self.pre_norm else tgt
+        """Returns the updated queries."""
+        if self.pre_norm:
+            return self.forward_pre(tgt, memory, memory_mask, pos, query_pos)
+        return self.forward_post(tgt, memory, memory_mask, pos, query_pos)
+
+    def forward_post(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+        """Post-norm layer (the reference)."""
+        qk = _with_pos(tgt, query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)[0]))
+        attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory,
+                                   key_padding_mask=memory_mask)[0]
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        tgt = self.norm3(tgt + self.dropout3(_feed_forward(tgt, self.linear1, self.dropout, self.linear2)))
+        return tgt
+
+    def forward_pre(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+        """Pre-norm layer."""
+        x = self.norm1(tgt)
         qk = _with_pos(x, query_pos)
         tgt = tgt + self.dropout1(self.self_attn(qk, qk, x)[0])
-        if not self.pre_norm:
-            tgt = self.norm1(tgt)
-        x = self.norm2(tgt) if self.pre_norm else tgt
+        x = self.norm2(tgt)
         attn = self.multihead_attn(_with_pos(x, query_pos), _with_pos(memory, pos), memory,
                                    key_padding_mask=memory_mask)[0]
         tgt = tgt + self.dropout2(attn)
-        if not self.pre_norm:
-            tgt = self.norm2(tgt)
-        x = self.norm3(tgt) if self.pre_norm else tgt
-        tgt = tgt + self.dropout3(self._ffn(x))
-        if not self.pre_norm:
-            tgt = self.norm3(tgt)
+        x = self.norm3(tgt)
+        tgt = tgt + self.dropout3(_feed_forward(x, self.linear1, self.dropout, self.linear2))
         return tgt
 
 
 class Encoder(nn.Module):
+    """Stack of encoder layers, with a final norm for pre-norm."""
+
     def __init__(self, layer: EncoderLayer, num_layers: int, norm: nn.Module | None = None):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
@@ -107,6 +128,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Stack of decoder layers sharing one output norm."""
+
     def __init__(self, layer: DecoderLayer, num_layers: int, norm: nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
@@ -122,16 +145,21 @@ class Decoder(nn.Module):
 
 
 class Transformer(nn.Module):
-    """DETR's transformer; ``encoder_pos`` False keeps the absolute encoding out of the encoder
-    (the "relative only" setting) while the decoder's cross-attention keys still get it."""
+    """DETR's encoder-decoder transformer.
 
-    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
+    ``encoder_pos`` False keeps the absolute encoding out of the encoder (the "relative only" setting)
+    while the decoder's cross-attention keys still get it.
+    """
+
+    def __init__(self, d_model=256, nhead=8, *, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=2048, dropout=0.1, pre_norm=False, rpe: RPESpec | None = None,
                  encoder_pos: bool = True, attention_kernel: str = "auto"):
         super().__init__()
-        enc_layer = EncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, rpe, attention_kernel)
+        enc_layer = EncoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout,
+                                 pre_norm=pre_norm, rpe=rpe, attention_kernel=attention_kernel)
         self.encoder = Encoder(enc_layer, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None)
-        dec_layer = DecoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm, attention_kernel)
+        dec_layer = DecoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout,
+                                 pre_norm=pre_norm, attention_kernel=attention_kernel)
         self.decoder = Decoder(dec_layer, num_decoder_layers, nn.LayerNorm(d_model))
         self.d_model, self.nhead, self.encoder_pos = d_model, nhead, encoder_pos
         self._reset_parameters()

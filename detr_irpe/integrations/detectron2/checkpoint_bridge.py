@@ -10,7 +10,7 @@ iteration) does not go across: it is tied to detectron2's parameter groups. File
 
 from __future__ import annotations
 
-from ...checkpoint import CheckpointError
+from ...hub.checkpoint import CheckpointError
 
 PREFIX = "detr."
 #: the entry of a detectron2 checkpoint that carries this project's checkpoint entries

@@ -16,7 +16,7 @@ from detectron2.config import CfgNode as CN
 
 from ...config import ConfigError, LossConfig, ModelConfig, SyntheticConfig, config_from_dict
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ...models.irpe import RPESpec
+from ...core.rpe_spec import RPESpec
 
 #: the iRPE of the paper's detection setting, the default of MODEL.DETR_IRPE.IRPE
 REFERENCE_IRPE = "rpe-2.0-product-ctx-1-k"

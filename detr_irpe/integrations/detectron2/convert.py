@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ...hub.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .checkpoint_bridge import PREFIX, to_d2, to_project
 
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 def _check_fits(config: dict, state: dict) -> None:
     """Raise CheckpointError unless the weights fit the model of ``config`` key for key and shape
     for shape (a config given by hand may not be the one the weights were trained with)."""
-    from ...checkpoint import load_state_dict
+    from ...hub.checkpoint import load_state_dict
     from ...config import config_from_dict
     from ...models import build_model
 

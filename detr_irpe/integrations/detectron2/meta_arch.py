@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ...models import build_model, pad_images
-from ...resolve import resolve_config
+from ...config.resolve import resolve_config
 from .class_map import ClassMap
 from .config import detr_config_from_cfg, imagenet_pixel_stats
 

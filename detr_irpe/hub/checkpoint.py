@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .utils.io import atomic_write
-from .errors import UserError
+from ..core.io import atomic_write
+from ..core.errors import UserError
 
 #: the classes a checkpoint may contain beyond what weights_only loading allows by default
 SAFE_GLOBALS = [argparse.Namespace]
@@ -27,15 +27,17 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True) -> dict:
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, strict: bool = True,
+                    mmap: bool = False) -> dict:
     """Read a checkpoint (a dict with a ``model`` state dict) without executing pickled code;
-    with ``model``, load its weights (``strict``: every key and shape must match)."""
+    with ``model``, load its weights (``strict``: every key and shape must match). ``mmap``
+    reads tensors only when they are used (cheap when only the progress entries are wanted)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = _load(path, mmap)
     except Exception as exc:  # torch.load raises many types for damaged files; all mean the same here
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
@@ -50,6 +52,15 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, str
     if model is not None:
         load_state_dict(model, ckpt["model"], source=str(path), strict=strict)
     return ckpt
+
+
+def _load(path: Path, mmap: bool):
+    if mmap:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in torch's legacy format cannot be mapped
+            pass
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _unsupported_global(text: str) -> str:
@@ -88,7 +99,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
 def config_of_checkpoint(ckpt: dict, base=None):
     """The Config a checkpoint was trained with: this project's ``config`` entry, or the
     reference's ``args``."""
-    from .config import config_from_dict, config_from_reference_args
+    from ..config import config_from_dict, config_from_reference_args
 
     if isinstance(ckpt.get("config"), dict):
         return config_from_dict(ckpt["config"], "checkpoint config")

@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from .export_options import ATOL, EXPORTERS, RTOL
-from ..errors import UsageError
-from ..utils.io import atomic_write
+from ..core.errors import UsageError
+from ..core.io import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from ..errors import OutputError
+from .errors import OutputError
 
 
 #: the suffix of atomic_write's temporary files (``.NAME.XXXXXXXX.tmp``, hidden, beside the file)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError, UserError
+from ..core.errors import UsageError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], score_threshold: 
 
 def write_run(run: PredictionRun, output_dir, **extra) -> tuple[Path, Path]:
     """Write ``results.json`` (the COCO results list) and ``images.json`` (the mapping) atomically."""
-    from ..utils.io import atomic_write_json
+    from ..core.io import atomic_write_json
 
     out = Path(output_dir).expanduser()
     results = atomic_write_json(out / "results.json", run.results)

@@ -73,10 +73,10 @@ def error_line(exc: BaseException) -> str:
 
 
 def run_main(fn, argv=None) -> int:
-    """Run a command's main; a user error (detr_irpe.errors.UserError) becomes ``error: <one line>``
+    """Run a command's main; a user error (detr_irpe.core.errors.UserError) becomes ``error: <one line>``
     and exit status 2 (``DETR_IRPE_TRACEBACK=1`` shows the traceback instead). Any other exception
     is a bug: its traceback is shown and the status is 1."""
-    from .errors import UserError
+    from ..core.errors import UserError
 
     try:
         return fn(argv) or 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from .config import ConfigError, apply_overrides, freeze, is_frozen
+from . import ConfigError, apply_overrides, freeze, is_frozen
 
 log = logging.getLogger(__name__)
 

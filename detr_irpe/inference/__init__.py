@@ -1,0 +1,1 @@
+"""Inference on trained models: predictions of image files, drawing them, ONNX export."""
