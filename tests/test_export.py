@@ -2,6 +2,7 @@
 model."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -24,13 +25,16 @@ def _parity(out: str) -> dict:
 
 
 def test_export_abs_only_with_the_tool(env, tmp_path, capsys):
-    """The default (dynamo) exporter through the tool: PASS, the diffs printed, one ONNX file."""
+    """The default (dynamo) exporter through the tool: PASS, the diffs printed, one ONNX file in
+    --output-dir named after the checkpoint (abs.pth -> abs.onnx)."""
     onnx_path = tmp_path / "abs.onnx"
     assert run_tool(export_main, ["--checkpoint", env["ckpt"]["abs"], "--height", 64, "--width", 96,
-                              "--out", onnx_path]) == 0
+                              "--output-dir", tmp_path, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "max abs diff" in out and "dynamo exporter" in out
+    assert f"exported {onnx_path} " in out and "PyTorch (cpu)" in out
     result = _parity(out)
+    assert result["onnx"] == str(onnx_path) and result["device"] == "cpu"
     assert result["passed"] and result["atol"] == export_mod.ATOL and result["rtol"] == export_mod.RTOL
     assert max(result["max_abs_diff"].values()) < 1e-5
     info = export_mod.onnx_info(onnx_path)
@@ -61,11 +65,31 @@ def test_export_irpe_with_dynamo_leaves_the_model_and_the_bucket_cache_intact(en
 
 
 def test_export_irpe_with_torchscript_with_the_tool(env, tmp_path, capsys):
+    """Without --device the check runs where auto puts the model (CUDA when available)."""
     assert run_tool(export_main, ["--checkpoint", env["ckpt"]["irpe"], "--height", 64, "--width", 96,
-                              "--out", tmp_path / "irpe.onnx", "--exporter", "torchscript"]) == 0
+                              "--output-dir", tmp_path / "onnx", "--exporter", "torchscript"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "torchscript exporter" in out
-    assert _parity(out)["passed"]
+    result = _parity(out)
+    assert result["passed"] and result["onnx"] == str(tmp_path / "onnx" / "irpe.onnx")
+    assert result["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert export_mod.onnx_info(tmp_path / "onnx" / "irpe.onnx")["inputs"] == {"images": [1, 3, 64, 96]}
+
+
+def test_a_run_checkpoint_is_exported_under_the_run_folders_name(env, tmp_path, capsys):
+    """outputs/<run>/checkpoint_best.pth -> <output-dir>/<run>.onnx, as analyze and attention name
+    models; --no-check still prints the path."""
+    run = tmp_path / "tiny_irpe"
+    run.mkdir()
+    shutil.copy(env["ckpt"]["irpe"], run / "checkpoint_best.pth")
+    out = tmp_path / "export"
+    assert run_tool(export_main, ["--model", run / "checkpoint_best.pth", "--height", 64, "--width", 64,
+                              "--output-dir", out, "--exporter", "torchscript", "--no-check"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed.strip().splitlines()[-1]) == {"onnx": str(out / "tiny_irpe.onnx")}
+    assert "PASS" not in printed
+    assert [p.name for p in out.iterdir()] == ["tiny_irpe.onnx"]
+    assert export_mod.onnx_info(out / "tiny_irpe.onnx")["outputs"] == {"pred_logits": [1, 5, 6], "pred_boxes": [1, 5, 4]}
 
 
 def test_parity_check_fails_on_a_different_model(env, tmp_path, capsys, monkeypatch):
@@ -86,18 +110,29 @@ def test_parity_check_fails_on_a_different_model(env, tmp_path, capsys, monkeypa
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(export_mod, "check_onnx", perturbed)
-    assert run_tool(export_main, ["--checkpoint", env["ckpt"]["abs"], "--height", 64, "--width", 64, "--out",
-                              tmp_path / "t.onnx", "--exporter", "torchscript"]) == 1
+    assert run_tool(export_main, ["--checkpoint", env["ckpt"]["abs"], "--height", 64, "--width", 64, "--output-dir",
+                              tmp_path / "t", "--exporter", "torchscript"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and not _parity(out)["passed"]
 
 
 def test_export_input_errors_are_one_line(env, tmp_path, capsys):
     ck = env["ckpt"]["abs"]
-    assert run_tool(export_main, ["--checkpoint", ck, "--height", 16, "--width", 64, "--out", tmp_path / "a.onnx"]) == 2
+    assert run_tool(export_main, ["--checkpoint", ck, "--height", 16, "--width", 64, "--output-dir", tmp_path]) == 2
     assert "stride" in capsys.readouterr().err
-    assert run_tool(export_main, ["--checkpoint", ck, "--height", 64, "--width", 64, "--out", tmp_path / "a.pt"]) == 2
-    assert ".onnx" in capsys.readouterr().err
     assert run_tool(export_main, ["--checkpoint", tmp_path / "nope.pth", "--height", 64, "--width", 64,
-                              "--out", tmp_path / "a.onnx"]) == 2
+                              "--output-dir", tmp_path]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    # --output-dir naming a regular file: refused before the model is loaded, the file left as it was
+    taken = tmp_path / "abs.onnx"
+    taken.write_bytes(b"an older export")
+    assert run_tool(export_main, ["--checkpoint", ck, "--height", 64, "--width", 64, "--output-dir", taken]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --output-dir {taken} is a file, not a folder; give a folder to write into\n"
+    assert taken.read_bytes() == b"an older export"
+    # --out is gone: one name for the output folder in every command
+    with pytest.raises(SystemExit) as exc:
+        export_main(["--checkpoint", str(ck), "--height", "64", "--width", "64", "--out", str(tmp_path / "a.onnx")])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --out" in capsys.readouterr().err

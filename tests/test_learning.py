@@ -35,7 +35,7 @@ def test_a_short_run_fits_a_tiny_set(tmp_path):
     val = build_dataset(cfg, "val")
     cfg = resolve_config(cfg, dataset=val)
     model, _, post = build_model(cfg)
-    untrained = evaluate(model, post["bbox"], build_loader(val, cfg, train=False), val.coco, torch.device("cpu"),
+    untrained = evaluate(model, post["bbox"], build_loader(val, cfg, train=False), cfg, torch.device("cpu"),
                          progress=False)["AP50"]
     assert untrained < 0.05
 

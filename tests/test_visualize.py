@@ -1,6 +1,7 @@
 """tools/visualize.py: detections, encoder attention and iRPE tables as PNG figures whose content
 comes from the model."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,24 @@ def _run(argv) -> int:
     return run_tool(visualize_main, argv)
 
 
-def test_predictions_figure_depends_on_the_model(env):
-    a, b = env["root"] / "pred_a.png", env["root"] / "pred_b.png"
+def _figure(argv, folder: Path) -> Path:
+    """Run ``visualize`` with ``--output-dir folder``; the figure it wrote there, named after its
+    kind, the folder's only file."""
+    assert _run([*argv, "--output-dir", folder]) == 0
+    out = folder / f"{argv[0]}.png"
+    assert out.is_file() and [p.name for p in folder.iterdir()] == [out.name]
+    return out
+
+
+def test_predictions_figure_depends_on_the_model(env, capsys):
+    a, b = env["root"] / "pred_a", env["root"] / "pred_b"
     for ck, out in ((env["ckpt"]["abs"], a), (env["ckpt"]["abs_other"], b)):
-        assert _run(["predictions", "--checkpoint", ck, "--val", 3, "--score-threshold", 0, "--out", out]) == 0
-    pa, pb = _png(a), _png(b)
+        capsys.readouterr()
+        assert _run(["predictions", "--checkpoint", ck, "--val", 3, "--score-threshold", 0, "--output-dir", out]) == 0
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert printed["figure"] == str(out / "predictions.png")
+        assert [p.name for p in out.iterdir()] == ["predictions.png"]
+    pa, pb = _png(a / "predictions.png"), _png(b / "predictions.png")
     assert pa.shape == pb.shape and not np.array_equal(pa, pb)
 
 
@@ -73,10 +87,10 @@ def test_predictions_on_a_folder_skip_non_images(env, tmp_path, capsys):
             (folder / name).write_bytes((env["data"] / "val" / name).read_bytes())
         if kind == "with a text file":
             (folder / "readme.txt").write_text("not an image")
-        figures[kind] = tmp_path / f"{kind}.png"
+        figures[kind] = tmp_path / f"{kind} figure" / "predictions.png"
         capsys.readouterr()
         assert _run(["predictions", "--checkpoint", env["ckpt"]["product_ctx"], "--images", folder,
-                     "--score-threshold", 0, "--out", figures[kind]]) == 0
+                     "--score-threshold", 0, "--output-dir", figures[kind].parent]) == 0
     err = capsys.readouterr().err
     assert "skipping" in err and "readme.txt: not an image file (suffix '.txt')" in err
     # the skipped file left no trace: the figure is the one of the two images alone
@@ -85,8 +99,9 @@ def test_predictions_on_a_folder_skip_non_images(env, tmp_path, capsys):
     only_text.mkdir()
     (only_text / "readme.txt").write_text("not an image")
     assert _run(["predictions", "--checkpoint", env["ckpt"]["product_ctx"], "--images", only_text,
-                 "--out", tmp_path / "none.png"]) == 2
+                 "--output-dir", tmp_path / "none"]) == 2
     assert "holds no image files (1 other file(s)" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_attention_maps_follow_the_pixel_and_are_distributions(env):
@@ -108,11 +123,11 @@ def test_attention_maps_follow_the_pixel_and_are_distributions(env):
 
 
 def test_attention_figure_with_two_checkpoints_has_both(env, capsys):
-    one, two = env["root"] / "att_one.png", env["root"] / "att_two.png"
     ck_abs, ck_irpe = env["ckpt"]["abs"], env["ckpt"]["product_ctx"]
-    assert _run(["attention", "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10, "--y", 20, "--out", one]) == 0
-    assert _run(["attention", "--checkpoint", ck_abs, "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10,
-                 "--y", 20, "--out", two]) == 0
+    one = _figure(["attention", "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10, "--y", 20], env["root"] / "att_one")
+    two = _figure(["attention", "--checkpoint", ck_abs, "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10,
+                   "--y", 20], env["root"] / "att_two")
+    assert one.name == two.name == "attention.png"
     p1, p2 = _png(one), _png(two)
     assert p2.shape[1] > 1.5 * p1.shape[1]  # two blocks of head columns side by side
 
@@ -129,17 +144,16 @@ def test_attention_figure_with_two_checkpoints_has_both(env, capsys):
     assert not np.allclose(entries[0][2].maps[0], entries[1][2].maps[0])
 
     # another model, another figure
-    other = env["root"] / "att_other.png"
-    assert _run(["attention", "--checkpoint", env["ckpt"]["product_ctx_other"], "--val-index", 1, "--x", 10,
-                 "--y", 20, "--out", other]) == 0
+    other = _figure(["attention", "--checkpoint", env["ckpt"]["product_ctx_other"], "--val-index", 1, "--x", 10,
+                     "--y", 20], env["root"] / "att_other")
     po = _png(other)
     assert po.shape == p1.shape and not np.array_equal(po, p1)
 
 
 @pytest.mark.parametrize("name", ["product_ctx", "product_bias", "cross", "euc", "quant"])
 def test_rpe_figure_for_each_variant(env, name):
-    out = env["root"] / f"rpe_{name}.png"
-    assert _run(["rpe", "--checkpoint", env["ckpt"][name], "--out", out]) == 0
+    out = _figure(["rpe", "--checkpoint", env["ckpt"][name]], env["root"] / f"rpe_{name}")
+    assert out.name == "rpe.png"
     _png(out)
     spec = RPESpec.parse(VARIANTS[name][0])
     tables = rpe_figure.rpe_tables(load_model(env["ckpt"][name]).model)
@@ -156,9 +170,8 @@ def test_rpe_figure_for_each_variant(env, name):
 
 
 def test_rpe_figure_differs_between_checkpoints(env):
-    a, b = env["root"] / "rpe_a.png", env["root"] / "rpe_b.png"
-    assert _run(["rpe", "--checkpoint", env["ckpt"]["product_ctx"], "--out", a]) == 0
-    assert _run(["rpe", "--checkpoint", env["ckpt"]["product_ctx_other"], "--out", b]) == 0
+    a = _figure(["rpe", "--checkpoint", env["ckpt"]["product_ctx"]], env["root"] / "rpe_a")
+    b = _figure(["rpe", "--checkpoint", env["ckpt"]["product_ctx_other"]], env["root"] / "rpe_b")
     pa, pb = _png(a), _png(b)
     assert pa.shape == pb.shape and not np.array_equal(pa, pb)
 
@@ -191,20 +204,34 @@ def test_offset_labels_name_the_offsets_of_each_bucket():
 
 
 def test_rpe_of_a_model_without_irpe_is_a_clear_error(env, capsys):
-    out = env["root"] / "none.png"
-    assert _run(["rpe", "--checkpoint", env["ckpt"]["abs"], "--out", out]) == 2
+    out = env["root"] / "none"
+    assert _run(["rpe", "--checkpoint", env["ckpt"]["abs"], "--output-dir", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error:") and "no iRPE" in err
-    assert not out.exists()
+    assert not (out / "rpe.png").exists()
 
 
-def test_bad_arguments_are_one_line_errors(env, capsys):
+def test_bad_arguments_are_one_line_errors(env, tmp_path, capsys):
     ck = env["ckpt"]["abs"]
-    assert _run(["predictions", "--checkpoint", ck, "--images", env["root"] / "missing", "--out",
-                 env["root"] / "x.png"]) == 2
+    assert _run(["predictions", "--checkpoint", ck, "--images", env["root"] / "missing", "--output-dir",
+                 tmp_path / "x"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    assert _run(["attention", "--checkpoint", ck, "--val-index", 0, "--x", 1000, "--y", 0, "--out",
-                 env["root"] / "x.png"]) == 2
+    assert _run(["attention", "--checkpoint", ck, "--val-index", 0, "--x", 1000, "--y", 0, "--output-dir",
+                 tmp_path / "x"]) == 2
     assert "outside the image" in capsys.readouterr().err
-    assert _run(["rpe", "--checkpoint", ck, "--out", env["root"] / "x.jpg"]) == 2
-    assert "PNG" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["predictions", "attention", "rpe"])
+def test_an_output_dir_that_is_a_file_is_a_one_line_error(env, tmp_path, capsys, kind):
+    """--output-dir naming a regular file (or a folder inside one) is refused before any model is
+    loaded, and the file is left as it was."""
+    taken = tmp_path / "figure.png"
+    taken.write_bytes(b"not a folder")
+    extra = {"predictions": ["--val", 1], "attention": ["--val-index", 0], "rpe": []}[kind]
+    for out, where in ((taken, "is"), (taken / "inside", f"is inside {taken}, which is")):
+        assert _run([kind, "--checkpoint", tmp_path / "never_read.pth", *extra, "--output-dir", out]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert err.startswith(f"error: --output-dir {out} {where} a file, not a folder")
+    assert taken.read_bytes() == b"not a folder"

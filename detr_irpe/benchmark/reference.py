@@ -21,25 +21,25 @@ import torch
 from ..core.errors import UserError
 
 
-class ReferenceError(UserError):
+class ReferenceCodeError(UserError):
     """A reference checkout that cannot be used; the message names the path and what is missing."""
 
 
 def _reference_main(path: Path):
     """The reference's ``main`` module (its argument parser and imports)."""
     if not (path / "main.py").is_file() or not (path / "models" / "rpe_attention").is_dir():
-        raise ReferenceError(f"--reference {path}: expected the DETR-with-iRPE folder of the reference checkout "
+        raise ReferenceCodeError(f"--reference {path}: expected the DETR-with-iRPE folder of the reference checkout "
                              f"(main.py and models/rpe_attention/ in it)")
     folder = str(path.resolve())
     loaded = sys.modules.get("main")
     if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve().parent != Path(folder):
-        raise ReferenceError(f"--reference {path}: another module named 'main' is already imported ({loaded.__file__})")
+        raise ReferenceCodeError(f"--reference {path}: another module named 'main' is already imported ({loaded.__file__})")
     if folder not in sys.path:
         sys.path.insert(0, folder)
     try:
         return importlib.import_module("main")
     except ImportError as exc:
-        raise ReferenceError(f"--reference {path}: its code does not import here ({exc}); "
+        raise ReferenceCodeError(f"--reference {path}: its code does not import here ({exc}); "
                              f"it needs easydict (pip install easydict) and pycocotools") from None
 
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from .cli import Parser, add_overrides_argument, parse_command_line
+from .cli import (Parser, add_device_argument, add_output_dir_argument, add_overrides_argument, add_source_argument,
+                  check_output_dir, parse_command_line)
+from .naming import default_label, file_stem
+
+#: where analysis.json and the figures go without --output-dir
+OUTPUT_DIR = "outputs/analysis"
 
 USAGE = """Error analysis of a detector, or of several side by side on the same ground truth: per-class
 AP (AP, AP50, AP75, by size), precision-recall curves per class, a confusion matrix between the
 classes and background at IoU 0.5, and the errors in TIDE's types (classification, localisation,
 both, duplicate, background, missed) with the AP50 each would add if fixed.
 
-  detr-irpe analyze --results results.json --annotations instances_val.json --out outputs/analysis
+  detr-irpe analyze --results results.json --annotations instances_val.json
   detr-irpe analyze --checkpoint outputs/tiny_abs/checkpoint.pth --checkpoint outputs/tiny_abs_irpe/checkpoint.pth \\
-      --labels abs abs+iRPE --out outputs/analysis
-  detr-irpe analyze --checkpoint a.pth data.dataset=coco data.root=/data/coco --out outputs/analysis_a
+      --labels abs abs+iRPE --output-dir outputs/analysis
+  detr-irpe analyze --checkpoint a.pth data.dataset=coco data.root=/data/coco --output-dir outputs/analysis_a
 
 A checkpoint (or any model source) is run on the val split of the first one's config (key=value
 overrides change it); its detections are written as <label>_results.json. Writes analysis.json and
-per_class_ap.png, pr_curves.png, confusion.png, errors.png into --out.
+per_class_ap.png, pr_curves.png, confusion.png, errors.png into --output-dir (default outputs/analysis).
+Without --labels a model is named after its source: the file's stem, the run folder's name for a
+run's checkpoint*.pth, or the zoo name.
 """
 
 
@@ -25,13 +32,12 @@ def build_parser() -> Parser:
     parser.add_argument("--results", action="append", default=[], metavar="FILE",
                         help="COCO results JSON (repeat for models side by side); needs --annotations")
     parser.add_argument("--annotations", metavar="FILE", help="the ground truth (COCO JSON) of --results")
-    parser.add_argument("--checkpoint", "--model", dest="checkpoint", action="append", default=[], metavar="SOURCE",
-                        help="checkpoint file, URL, zoo name or Hugging Face folder (repeat for side by side)")
+    add_source_argument(parser, multiple=True, required=False)
     parser.add_argument("--labels", nargs="+", help="one name per model, in the order given")
-    parser.add_argument("--out", required=True, help="folder for analysis.json and the figures")
+    add_output_dir_argument(parser, OUTPUT_DIR, "folder for analysis.json, the figures and each model's detections")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="detections below this score are left out of the confusion matrix (default 0.3)")
-    parser.add_argument("--device", default="cpu", help="where checkpoints run (cpu, cuda, cuda:N)")
+    add_device_argument(parser, "where checkpoints run")
     add_overrides_argument(parser)
     return parser
 
@@ -40,7 +46,6 @@ def main(argv=None) -> int:
     args = parse_command_line(build_parser(), argv)
     import json
     import logging
-    from pathlib import Path
 
     from ..analysis.error_analysis import SCORE_THRESHOLD, ResultsError, check_results, read_results
     from ..analysis.error_report import analyse, summary_lines, to_json, write_figures
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
     threshold = SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
     if not 0 <= threshold <= 1:
         raise UsageError(f"analyze: --score-threshold must be in [0, 1], got {threshold}")
-    out = Path(args.out)
+    out = check_output_dir(args.output_dir)
 
     if args.results:
         from ..data.coco_json import read_coco_json
@@ -87,15 +92,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def default_label(source) -> str:
-    """A model's name from its path: the file's stem, or the run folder's name for a run's
-    ``checkpoint*.pth``."""
-    from pathlib import Path
-
-    path = Path(str(source).rstrip("/"))
-    return path.parent.name if path.stem.startswith("checkpoint") and path.parent.name else path.stem
-
-
 def detections_of_models(sources, labels, overrides, device, out):
     """Run each model source on the val split of the first one's config; returns the ground truth
     (a COCO dict) and each model's detections (COCO results, also written into ``out``)."""
@@ -112,7 +108,7 @@ def detections_of_models(sources, labels, overrides, device, out):
     loader = build_loader(val, cfg, train=False)
     results = []
     for label, m in zip(labels, loaded):
-        path = out / f"{label.replace('/', '_').replace(':', '_')}_results.json"
+        path = out / f"{file_stem(label)}_results.json"
         evaluate(m.model, m.postprocess, loader, m.cfg, m.device, progress=sys.stderr.isatty(), results_path=path)
         results.append(read_results(path))
     return val.coco.dataset, results

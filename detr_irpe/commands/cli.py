@@ -85,3 +85,62 @@ def run_main(fn, argv=None) -> int:
             raise
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+#: the help of --checkpoint / --model: every kind of model source load_model reads
+SOURCE_HELP = "checkpoint file, URL, zoo name or Hugging Face folder"
+#: the help of --config / --config-file
+CONFIG_HELP = "YAML config (path or shipped name); without it the source's own configuration is used"
+#: the help of --device
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+
+
+def add_source_argument(parser: argparse.ArgumentParser, multiple: bool = False, required: bool = True,
+                        help: str | None = None) -> None:
+    """``--checkpoint`` / ``--model SOURCE`` (``args.checkpoint``): one model source, or with
+    ``multiple`` a list of them (the option repeated; ``[]`` when not given)."""
+    if multiple:
+        parser.add_argument("--checkpoint", "--model", dest="checkpoint", action="append", required=required,
+                            default=None if required else [], metavar="SOURCE",
+                            help=help or f"{SOURCE_HELP} (repeat for models side by side)")
+    else:
+        parser.add_argument("--checkpoint", "--model", dest="checkpoint", required=required, metavar="SOURCE",
+                            help=help or SOURCE_HELP)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config`` / ``--config-file`` (``args.config``): the YAML config that replaces the source's own."""
+    parser.add_argument("--config", "--config-file", dest="config", help=CONFIG_HELP)
+
+
+def add_device_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--device`` (``args.device``), default ``auto``; ``help`` says what runs there."""
+    parser.add_argument("--device", default="auto", help=f"{help}: {DEVICE_HELP}" if help else DEVICE_HELP)
+
+
+def add_output_dir_argument(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--output-dir DIR`` (``args.output_dir``): the folder a command writes into; ``help`` says
+    what goes there (the default is appended)."""
+    suffix = f" (default {default})" if default else ""
+    parser.add_argument("--output-dir", default=default, metavar="DIR", help=help + suffix)
+
+
+def check_output_dir(path, option: str = "--output-dir"):
+    """``path`` (a folder to write into, created later when missing) as a Path; an OutputError
+    naming it when it, or the nearest part of it that exists, is not a folder or cannot be
+    written. Call it before the work, so that nothing is computed for nothing."""
+    from pathlib import Path
+
+    from ..core.errors import OutputError
+
+    folder = Path(path).expanduser()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == folder else f"is inside {probe}, which is"
+        raise OutputError(f"{option} {path} {where} a file, not a folder; give a folder to write into")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == folder else f" ({probe} is not writable)"
+        raise OutputError(f"{option} {path} cannot be written{where}")
+    return folder

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .cli import Parser, add_overrides_argument, parse_command_line
-from ..core.names import BACKENDS
+from .cli import (Parser, add_config_argument, add_output_dir_argument, add_overrides_argument, add_source_argument,
+                  check_output_dir, parse_command_line)
 
 USAGE = """Evaluate a model with COCO box AP. The model source is any of: a checkpoint of this project,
 of the reference DETR / iRPE-DETR code, or weights only; an http(s) URL; a zoo name (detr-irpe zoo);
@@ -23,13 +23,13 @@ size, which changes AP slightly) as JSON into --output-dir.
 
 
 def build_parser() -> Parser:
+    from ..core.names import BACKENDS
+
     parser = Parser(description=USAGE)
-    parser.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="SOURCE",
-                        help="checkpoint file, URL, zoo name or Hugging Face folder")
-    parser.add_argument("--config", "--config-file", dest="config",
-                        help="YAML config (path or shipped name); without it the source's own configuration is used")
-    parser.add_argument("--output-dir", help="where results.json and metrics.json go (default: beside a checkpoint "
-                                             "file, else outputs/eval/<source>)")
+    add_source_argument(parser)
+    add_config_argument(parser)
+    add_output_dir_argument(parser, None, "folder for results.json and metrics.json (default: beside a checkpoint "
+                                          "file, else outputs/eval/<source>)")
     parser.add_argument("--backend", choices=BACKENDS, help="COCO evaluation implementation")
     parser.add_argument("--batch-size", type=int, help="images per process per batch (eval.batch_size)")
     parser.add_argument("--per-category", action="store_true", help="also print AP per category")
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     src = open_source(args.checkpoint)
     cfg = source_config(src, args.config, eval_overrides(args))
     info = init_distributed(cfg.train.device)
-    out = output_folder(args, src)
+    out = check_output_dir(output_folder(args, src), "--output-dir" if args.output_dir else "output folder")
     setup_logging(info.is_main)
     try:
         val = build_dataset(cfg, "val")

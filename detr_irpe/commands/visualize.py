@@ -2,43 +2,49 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import argparse
+from .cli import (Parser, add_config_argument, add_device_argument, add_output_dir_argument, add_overrides_argument,
+                  add_source_argument, check_output_dir, parse_command_line)
 
-from .cli import Parser, add_overrides_argument, parse_command_line
-from ..core.errors import UsageError
+#: where the figures go without --output-dir
+OUTPUT_DIR = "outputs/figures"
 
 USAGE = """Figures of trained checkpoints, written as PNG files (matplotlib, Agg; no window is opened).
 
   # detections on images: a file, a folder, or the first N images of the configured val split
-  detr-irpe visualize predictions --checkpoint ck.pth --images photos/ --out preds.png
-  detr-irpe visualize predictions --checkpoint ck.pth --val 8 --score-threshold 0.5 --out val.png
+  detr-irpe visualize predictions --checkpoint ck.pth --images photos/
+  detr-irpe visualize predictions --checkpoint ck.pth --val 8 --score-threshold 0.5 --output-dir outputs/val
 
   # encoder self-attention of the token under pixel (x, y), per layer and head; two checkpoints
   # (e.g. abs-only and iRPE) side by side
   detr-irpe visualize attention --checkpoint abs.pth --checkpoint irpe.pth --image cat.jpg \\
-      --x 320 --y 200 --out attention.png
-  detr-irpe visualize attention --checkpoint irpe.pth --val-index 3 --out attention.png
+      --x 320 --y 200 --output-dir outputs/cat
+  detr-irpe visualize attention --checkpoint irpe.pth --val-index 3
 
   # the learned iRPE tables of every encoder layer over relative offsets
-  detr-irpe visualize rpe --checkpoint irpe.pth --out rpe.png
+  detr-irpe visualize rpe --checkpoint irpe.pth
+
+Each figure is written into --output-dir (default outputs/figures) as a PNG named after its kind:
+predictions.png, attention.png or rpe.png; the path is printed.
 
 The model comes from the checkpoint's stored configuration (or --config); key=value overrides
 change it, e.g. data.root=/data/coco for --val, or data.val_size=800 for the resize the model sees.
 """
 
 
-def _common(p: argparse.ArgumentParser, multiple: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, kind: str, multiple: bool = False) -> None:
+    """The options every figure takes; ``kind`` names the figure and its file."""
     if multiple:
-        p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, action="append",
-                       help="checkpoint file (.pth); give it twice to compare two models side by side")
+        add_source_argument(p, multiple=True, help="checkpoint file, URL, zoo name or Hugging Face folder; "
+                                                   "give it twice to compare two models side by side")
     else:
-        p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, metavar="SOURCE", help="checkpoint file, URL, zoo name or Hugging Face folder")
-    p.add_argument("--out", required=True, help="the PNG file to write")
-    p.add_argument("--config", "--config-file", dest="config", help="YAML config (path or shipped name); without it the source's own configuration is used")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+        add_source_argument(p)
+    add_output_dir_argument(p, OUTPUT_DIR, f"folder of the figure, {kind}.png")
+    add_config_argument(p)
+    add_device_argument(p, "where the models run" if multiple else "where the model runs")
     add_overrides_argument(p)
 
 
@@ -47,7 +53,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predictions", help="detections drawn on images")
-    _common(p)
+    _common(p, "predictions")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="an image file or a folder of images")
     src.add_argument("--val", type=int, metavar="N", help="the first N images of the configured val split")
@@ -59,7 +65,7 @@ def build_parser() -> Parser:
     p.add_argument("--columns", type=int, default=4, help="images per row of the figure (default 4)")
 
     p = sub.add_parser("attention", help="encoder self-attention of one pixel's token, per layer and head")
-    _common(p, multiple=True)
+    _common(p, "attention", multiple=True)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="an image file")
     src.add_argument("--val-index", type=int, metavar="I", help="image I of the configured val split")
@@ -68,7 +74,7 @@ def build_parser() -> Parser:
     p.add_argument("--labels", nargs="+", help="titles of the checkpoints (default: file name and iRPE)")
 
     p = sub.add_parser("rpe", help="the learned iRPE tables of each encoder layer over relative offsets")
-    _common(p)
+    _common(p, "rpe")
     return parser
 
 
@@ -80,11 +86,11 @@ def main(argv=None) -> int:
 
     from ..analysis import attention_figure, detection_figure, rpe_figure
     from ..analysis.figures import save_png
+    from ..core.errors import UsageError
     from ..inference.predict import Predictor, class_names, list_inputs, read_image
     from ..hub.loader import load_model
 
-    if Path(args.out).suffix.lower() != ".png":
-        raise UsageError(f"--out {args.out}: figures are written as PNG; give a file name ending in .png")
+    out = check_output_dir(args.output_dir) / f"{args.command}.png"
     if args.command == "predictions":
         if args.images:
             files, _ = list_inputs(args.images)  # before the model: a missing path is reported first
@@ -118,7 +124,8 @@ def main(argv=None) -> int:
         loaded = load_model(args.checkpoint, args.overrides, args.device, args.config)
         tables = rpe_figure.rpe_tables(loaded.model, f"checkpoint {args.checkpoint}")
         fig = rpe_figure.rpe_figure(tables, loaded.label)
-    out = save_png(fig, args.out)
+    out = save_png(fig, out)
     width, height = fig.canvas.get_width_height()
+    print(f"figure: {out}")
     print(json.dumps({"figure": str(out), "width": width, "height": height}))
     return 0

@@ -28,8 +28,7 @@ def build_dataset(cfg, split: str, transforms: bool = True) -> "AugmentedDataset
         images, annotations = ensure_synthetic_split(data.synthetic, split)
     else:
         images, annotations = coco_paths(data, split)
-    base = CocoDetection(images, annotations, transforms=None, train=split == "train",
-                         invalid_images=data.invalid_images, num_classes=cfg.model.num_classes,
+    base = CocoDetection(images, annotations, invalid_images=data.invalid_images, num_classes=cfg.model.num_classes,
                          max_image_pixels=data.max_image_pixels)
     tf = build_transforms(data, train=split == "train") if transforms else None
     return AugmentedDataset(base, tf, cfg.train.seed)

@@ -58,16 +58,14 @@ class CocoDetection(torch.utils.data.Dataset):
     the annotation file (the boxes were drawn on an image of that size).
     """
 
-    def __init__(self, img_folder, ann_file, transforms=None, train: bool = True, invalid_images: str = "fail",
-                 num_classes: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(self, img_folder, ann_file, invalid_images: str = "fail", num_classes: int | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         if invalid_images not in INVALID_IMAGE_MODES:
             raise ValueError(f"invalid_images must be one of {', '.join(INVALID_IMAGE_MODES)}, got {invalid_images!r}")
         if num_classes is not None and (not is_int(num_classes) or num_classes <= 0):
             raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
         self.img_folder = Path(img_folder).expanduser()
         self.ann_file = Path(ann_file).expanduser()
-        self.transforms = transforms
-        self.train = train
         self.invalid_images = invalid_images
         self.max_image_pixels = max_image_pixels
 
@@ -190,10 +188,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if not -len(self.ids) <= index < len(self.ids):
             raise IndexError(f"index {index} out of range for {len(self.ids)} images")  # ends plain iteration
         image, index = self._read(index % len(self.ids))
-        target = self._target(index, image.shape[-2], image.shape[-1])
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        return image, self._target(index, image.shape[-2], image.shape[-1])
 
     def _read(self, index: int) -> tuple[tv_tensors.Image, int]:
         """The image of ``index``, or in skip mode of the next valid item (wrapping around)."""

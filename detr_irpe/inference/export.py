@@ -13,8 +13,9 @@ export runs, the attention takes its plain path (``attention_plain``: matmul, ga
 under torch.export, the iRPE bucket index is computed in the graph (and folded to a constant)
 instead of coming from the process-wide cache, which would otherwise keep a tracing-time fake tensor.
 
-Parity: the exported model and the PyTorch model (its ordinary inference path: SDPA or the fused
-iRPE kernel) run on the same random input; an output passes when every element satisfies
+Parity: the exported model (ONNX Runtime, CPU) and the PyTorch model (its ordinary inference path
+on the device it is on: SDPA, the fused iRPE kernel, or flex attention on CUDA; TF32 off, so in
+full float32) run on the same random input; an output passes when every element satisfies
 ``|onnx - torch| <= atol + rtol * |torch|``. Both compute in float32 with different kernels (ONNX
 Runtime's Conv / MatMul / Softmax / LayerNorm, the plain attention against SDPA), so they agree up
 to float32 rounding accumulated through the network; the defaults ``atol = 1e-4``, ``rtol = 1e-3``
@@ -159,14 +160,15 @@ class ParityReport:
     seed: int
     input_shape: tuple[int, ...]
     problems: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where the PyTorch model ran
 
     @property
     def passed(self) -> bool:
         return not self.problems and all(r <= 1.0 for r in self.max_ratio.values())
 
     def lines(self) -> list[str]:
-        out = [(f"onnxruntime vs PyTorch on a random input {tuple(self.input_shape)} (seed {self.seed}); "
-                f"tolerance |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|")]
+        out = [(f"onnxruntime vs PyTorch ({self.device}) on a random input {tuple(self.input_shape)} "
+                f"(seed {self.seed}); tolerance |onnx - torch| <= {self.atol:g} + {self.rtol:g} * |torch|")]
         for name, diff in self.max_abs_diff.items():
             out.append(f"  {name:<12} max abs diff {diff:.3e}  ({self.max_ratio[name]:.2e} of the tolerance)")
         out.extend(f"  {p}" for p in self.problems)
@@ -176,14 +178,14 @@ class ParityReport:
 
 def check_onnx(model: nn.Module, path, height: int, width: int, seed: int = 0, atol: float = ATOL,
                rtol: float = RTOL) -> ParityReport:
-    """Run the exported file with onnxruntime (CPU) and ``model`` (eval) on one random input and
-    compare ``pred_logits`` and ``pred_boxes``."""
+    """Run the exported file with onnxruntime (CPU) and ``model`` (eval, on the device it is on, in
+    full float32) on one random input and compare ``pred_logits`` and ``pred_boxes``."""
     import onnxruntime as ort
 
     x = example_input(height, width, seed)
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad():
+    with torch.no_grad(), _full_float32():
         out = model(x.to(device))
     ref = {name: out[name].float().cpu().numpy() for name in OUTPUTS}
     options = ort.SessionOptions()
@@ -204,4 +206,19 @@ def check_onnx(model: nn.Module, path, height: int, width: int, seed: int = 0, a
         ratios[name] = float((diff / (atol + rtol * np.abs(b))).max()) if diff.size else 0.0
         if not np.isfinite(diffs[name]):
             ratios[name] = float("inf")
-    return ParityReport(diffs, ratios, atol, rtol, seed, tuple(x.shape), problems)
+    return ParityReport(diffs, ratios, atol, rtol, seed, tuple(x.shape), problems, str(device))
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """TF32 off for CUDA matmuls and convolutions (cuDNN allows it by default): ONNX Runtime on the
+    CPU computes in full float32, and TF32's 10-bit mantissa alone would exceed the tolerance."""
+    # the legacy switches, as engine.precision.set_tf32 uses them
+    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = cudnn

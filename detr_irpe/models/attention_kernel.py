@@ -44,11 +44,6 @@ def workspace(shape, like: torch.Tensor, slot: int = 0) -> torch.Tensor:
     return buf[:numel].view(shape)
 
 
-def release_workspace() -> None:
-    """Free the scratch buffers held by this thread (they are re-created on demand)."""
-    _scratch.pool = {}
-
-
 def _gather_rows(x, index, shape, out=None):
     """out[..., i, j] = x[..., i, index[i, j]] for x broadcastable to shape[:-1] + (K,)."""
     return torch.gather(x.expand(*shape[:-1], x.shape[-1]), -1, index.expand(shape), out=out)
