@@ -93,3 +93,69 @@ def test_unknown_command_suggests_the_nearest(capsys):
 
     assert main(["evalute"]) == 2
     assert "did you mean 'evaluate'" in capsys.readouterr().err
+
+
+#: the commands that read a model source and write into a folder, with their sub-commands
+OUTPUT_COMMANDS = {"analyze": "outputs/analysis", "attention": "outputs/attention", "export": "outputs/export",
+                   "visualize predictions": "outputs/figures", "visualize attention": "outputs/figures",
+                   "visualize rpe": "outputs/figures", "predict": "outputs/predictions", "evaluate": None}
+
+
+def _options(name: str) -> dict:
+    """Option string -> argparse action of command ``name`` (``visualize rpe``: the sub-command's)."""
+    import argparse
+
+    command, *sub = name.split()
+    parser = command_module(command).build_parser()
+    if sub:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[sub[0]]
+    return {s: a for a in parser._actions for s in a.option_strings}
+
+
+@pytest.mark.parametrize("name", OUTPUT_COMMANDS)
+def test_the_commands_share_one_name_and_meaning_per_option(name):
+    from detr_irpe.commands.cli import CONFIG_HELP, DEVICE_HELP, SOURCE_HELP
+
+    options = _options(name)
+    assert "--out" not in options
+    out = options["--output-dir"]
+    assert out.dest == "output_dir" and out.default == OUTPUT_COMMANDS[name] and out.metavar == "DIR"
+    source = options["--checkpoint"]
+    assert source.option_strings == ["--checkpoint", "--model"] and source.dest == "checkpoint"
+    assert source.help.startswith(SOURCE_HELP)
+    if "--device" in options:  # evaluate takes the device from the config (train.device)
+        assert options["--device"].default == "auto" and options["--device"].help.endswith(DEVICE_HELP)
+    if "--config" in options:
+        assert options["--config"].option_strings == ["--config", "--config-file"]
+        assert options["--config"].help == CONFIG_HELP
+    every = {"--output-dir", "--checkpoint"} | ({"--device"} if name != "evaluate" else set())
+    assert every <= set(options)
+    assert ("--config" in options) == (name not in ("analyze", "attention"))
+
+
+def test_the_output_dir_is_refused_only_when_it_cannot_be_a_folder(tmp_path):
+    from detr_irpe.commands.cli import check_output_dir
+    from detr_irpe.core.errors import OutputError
+
+    assert check_output_dir(tmp_path) == tmp_path
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not created
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(OutputError, match=f"^--output-dir {taken} is a file, not a folder"):
+        check_output_dir(taken)
+    with pytest.raises(OutputError, match=f"^--draw {taken / 'a'} is inside {taken}, which is a file"):
+        check_output_dir(taken / "a", "--draw")
+
+
+def test_a_model_is_named_after_its_source():
+    from detr_irpe.commands.naming import default_label, model_file_name
+
+    assert default_label("outputs/tiny_irpe/checkpoint_best.pth") == "tiny_irpe"  # a run's checkpoint
+    assert default_label("outputs/tiny_irpe/checkpoint.pth") == "tiny_irpe"
+    assert default_label("weights/detr-r50-e632da11.pth") == "detr-r50-e632da11"  # a file
+    assert default_label("https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth") == "detr-r50-e632da11"
+    assert default_label("irpe-detr-r50-9x9-300e") == "irpe-detr-r50-9x9-300e"  # a zoo name
+    assert default_label("hf/detr-resnet-50/") == "detr-resnet-50"  # a Hugging Face folder
+    assert model_file_name("outputs/tiny_irpe/checkpoint_best.pth", ".onnx") == "tiny_irpe.onnx"
+    assert model_file_name("detr-r50", ".onnx") == "detr-r50.onnx"

@@ -100,3 +100,17 @@ def test_unfinished_runs_are_left_out(study, caplog):
     assert "epoch 3 of 5" in caplog.text
     rows = aggregate(runs, "abs")
     assert rows[1].paired["AP"].seeds == (0, 1, 2, 3)
+
+
+def test_the_compare_command_leaves_out_a_log_line_of_damaged_bytes(study, capsys, caplog):
+    from detr_irpe.commands.cli import run_main
+    from detr_irpe.commands.compare import main
+
+    folder, _ = study
+    log = folder / "up" / "seed2" / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + b"\x80\xff not utf-8\n" + b"".join(lines[1:]))
+    assert run_main(main, [str(folder), "--no-plots"]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "up/seed2/log.jsonl, line 2: not a JSON record" in caplog.text
+    assert "up" in out.out

@@ -9,7 +9,7 @@ from detr_irpe.config import load_config
 from detr_irpe.core.errors import SourceError
 from detr_irpe.hub.infer import infer_architecture, infer_overrides
 from detr_irpe.models import build_model
-from tests.helpers import TINY
+from helpers import TINY
 
 NO_WEIGHTS = "model.backbone.weights=none"
 SMALL = ["model.hidden_dim=64", "model.dim_feedforward=96", "model.enc_layers=1", "model.dec_layers=1"]

@@ -97,7 +97,7 @@ def _order(det: dict):
     return det["image_id"], det["score"]
 
 
-def test_threshold_keeps_an_entry_for_every_image(env, tmp_path, capsys):
+def test_threshold_keeps_an_entry_for_every_image(env, tmp_path, capsys, monkeypatch):
     folder = _folder(env, tmp_path / "images", ["000003.png", "000004.png"])
     out = tmp_path / "out"
     assert run_tool(predict_main, ["--checkpoint", env["ckpt"]["abs"], "--input", folder, "--output-dir", out,
@@ -106,11 +106,15 @@ def test_threshold_keeps_an_entry_for_every_image(env, tmp_path, capsys):
     mapping = json.loads((out / "images.json").read_text())
     assert [(im["file_name"], im["detections"]) for im in mapping["images"]] == [("000003.png", 0), ("000004.png", 0)]
 
-    # a single file
+    # a single file, without --output-dir: outputs/predictions
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     assert run_tool(predict_main, ["--checkpoint", env["ckpt"]["abs"], "--input", folder / "000004.png",
-                               "--output-dir", tmp_path / "one", "--score-threshold", "0.1"]) == 0
-    one = json.loads((tmp_path / "one" / "images.json").read_text())
+                               "--score-threshold", "0.1"]) == 0
+    one = json.loads((tmp_path / "outputs" / "predictions" / "images.json").read_text())
     assert one["file_name_to_id"] == {"000004.png": 0}
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["results"] == str(Path("outputs/predictions/results.json"))
 
 
 def test_predict_input_errors_are_one_line(env, tmp_path, capsys):
@@ -124,3 +128,14 @@ def test_predict_input_errors_are_one_line(env, tmp_path, capsys):
     assert run_tool(predict_main, ["--checkpoint", ck, "--input", empty, "--output-dir", tmp_path]) == 2
     assert "holds no image files" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+    # an output folder that is a regular file: refused before the model is loaded and run
+    images = env["data"] / "val"
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert run_tool(predict_main, ["--checkpoint", ck, "--input", images, "--output-dir", taken]) == 2
+    assert capsys.readouterr().err == f"error: --output-dir {taken} is a file, not a folder; give a folder to write into\n"
+    assert run_tool(predict_main, ["--checkpoint", ck, "--input", images, "--output-dir", tmp_path / "o",
+                                   "--draw", taken / "drawn"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --draw {taken / 'drawn'} is inside {taken}, which is a file") and err.count("\n") == 1
+    assert taken.read_text() == "x" and not (tmp_path / "o").exists()

@@ -111,3 +111,15 @@ def test_amp_on_cpu_and_unwritable_output_are_clear_errors(cache, tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot be written"):
         train_main(micro(cache, blocker / "sub"))
+
+
+def test_resume_applies_the_changes_a_resume_may_make_and_refuses_the_others(cache, tmp_path, capsys):
+    from reliability_helpers import expect_error
+
+    out = tmp_path / "run"
+    assert train_main(micro(cache, out, "train.epochs=1")) == 0
+    expect_error(capsys, train_main, micro(cache, out, "train.epochs=2", "train.lr=1e-3") + ["--resume", "auto"],
+                 "train.lr=0.001 differs from the run's train.lr=0.0001", "--init-from", out=out)
+    assert train_main(micro(cache, out, "train.epochs=2") + ["--resume", "auto"]) == 0
+    assert [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert "resume: train.epochs changed from 1 to 2" in (out / "train.log").read_text()

@@ -16,7 +16,6 @@ from .common import PHASES, machine_description, peak_memory, print_table, profi
 
 VARIANTS = {"no iRPE": "", "rpe-2.0-product-ctx-1-k": "rpe-2.0-product-ctx-1-k"}
 #: fp32: full float32 (the reference's); tf32: TF32 matmuls and convolutions; bf16: autocast
-PRECISIONS = ("fp32", "tf32", "bf16")
 #: the shorter sides of the paper's multi-scale training resize (the longer side follows 4:3)
 RECIPE_SIZES = tuple(range(480, 801, 32))
 

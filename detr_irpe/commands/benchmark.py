@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.names import PRECISIONS
 from .cli import Parser, parse_command_line
 
 USAGE = """Benchmarks that print figures (Markdown tables, or JSON with --json). The variants of each
@@ -23,8 +24,6 @@ table run side by side in one process, interleaved, so that their ratios hold on
 --reference PATH (encoder, train-step, infer) adds the reference code's rows, built from a checkout
 of it outside this repository: PATH is its DETR-with-iRPE folder (see detr_irpe/benchmark/reference.py).
 """
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _common() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Progress:
+class SavedProgress:
     """How far a checkpoint is into training: the epoch in progress and the batches of it done."""
 
     epoch: int
@@ -56,7 +56,7 @@ class RunFolder:
         """Whether a run has committed progress here (a checkpoint it would resume from)."""
         return any((self.path / name).is_file() for name in self.RESUMABLE)
 
-    def resume_checkpoint(self) -> tuple[Path, Progress] | None:
+    def resume_checkpoint(self) -> tuple[Path, SavedProgress] | None:
         """The checkpoint that is furthest into training (epoch, then step within it) and loads,
         with its progress; None when there is none. Progress, not modification time, decides: a
         run killed between writing one checkpoint and removing a stale one leaves both."""
@@ -98,7 +98,7 @@ class RunFolder:
         return records
 
 
-def read_progress(path: Path) -> Progress | None:
+def read_progress(path: Path) -> SavedProgress | None:
     """The progress stored in a training checkpoint; None where the file is missing, does not load
     or holds weights only."""
     if not path.is_file():
@@ -109,4 +109,4 @@ def read_progress(path: Path) -> Progress | None:
         return None
     if "epoch" not in ckpt or "optimizer" not in ckpt:
         return None
-    return Progress(int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)))
+    return SavedProgress(int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)))

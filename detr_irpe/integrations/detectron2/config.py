@@ -14,7 +14,8 @@ import re
 
 from detectron2.config import CfgNode as CN
 
-from ...config import ConfigError, LossConfig, ModelConfig, SyntheticConfig, config_from_dict
+from ...config import (ConfigError, DataConfig, EvalConfig, LossConfig, ModelConfig, SyntheticConfig, TrainConfig,
+                       config_from_dict)
 from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ...core.rpe_spec import RPESpec
 
@@ -48,52 +49,53 @@ def _node(obj) -> CN:
 def add_detr_irpe_config(cfg: CN) -> CN:
     """Add the DETR-iRPE keys to a detectron2 config and set detectron2's own keys to the reference
     recipe (AdamW 1e-4, backbone x0.1, weight decay 1e-4, full-model gradient clipping at 0.1, the
-    DETR multi-scale and crop augmentation, ImageNet normalisation on RGB). Returns ``cfg``."""
+    DETR multi-scale and crop augmentation, ImageNet normalisation on RGB), each value taken from
+    the defaults of this project's data, train and eval sections. Returns ``cfg``."""
+    data, train, evaluation = DataConfig(), TrainConfig(), EvalConfig()
     model = _node(ModelConfig())
     model.IRPE = REFERENCE_IRPE
     model.NUM_CLASSES = None
     model.LOSS = _node(LossConfig())
     # pad each batch to a multiple of this (0: to the largest image, as the reference)
-    model.SIZE_DIVISIBILITY = 0
+    model.SIZE_DIVISIBILITY = data.size_divisibility
     cfg.MODEL.DETR_IRPE = model
     cfg.MODEL.META_ARCHITECTURE = "DetrIrpe"
     cfg.MODEL.MASK_ON = False
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = imagenet_pixel_stats("RGB")
 
-    cfg.INPUT.MIN_SIZE_TRAIN = tuple(range(480, 801, 32))
+    cfg.INPUT.MIN_SIZE_TRAIN = tuple(data.scales)
     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
-    cfg.INPUT.MAX_SIZE_TRAIN = 1333
-    cfg.INPUT.MIN_SIZE_TEST = 800
-    cfg.INPUT.MAX_SIZE_TEST = 1333
+    cfg.INPUT.MAX_SIZE_TRAIN = data.max_size
+    cfg.INPUT.MIN_SIZE_TEST = data.val_size
+    cfg.INPUT.MAX_SIZE_TEST = data.max_size
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     # the reference's crop branch: with probability PROB, resize the shorter side to one of
     # PRE_RESIZE, crop a random region with sides in SIZE, then the multi-scale resize
     cfg.INPUT.CROP.ENABLED = True
     cfg.INPUT.CROP.TYPE = "absolute_range"
-    cfg.INPUT.CROP.SIZE = [384, 600]
-    cfg.INPUT.CROP.PRE_RESIZE = [400, 500, 600]
-    cfg.INPUT.CROP.PROB = 0.5
+    cfg.INPUT.CROP.SIZE = list(data.crop_size)
+    cfg.INPUT.CROP.PRE_RESIZE = list(data.crop_resize)
+    cfg.INPUT.CROP.PROB = data.crop_prob
     # the reference trains on every image, also those without objects, in random order
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
-    cfg.DATALOADER.ASPECT_RATIO_GROUPING = False
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = data.aspect_ratio_grouping
 
-    cfg.SOLVER.BASE_LR = 1e-4
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
-    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.BASE_LR = train.lr
+    cfg.SOLVER.BACKBONE_MULTIPLIER = round(train.lr_backbone / train.lr, 12)
+    cfg.SOLVER.WEIGHT_DECAY = train.weight_decay
     cfg.SOLVER.IMS_PER_BATCH = 16  # the paper: 8 GPUs x 2 images
     cfg.SOLVER.WARMUP_FACTOR = 1.0
-    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WARMUP_ITERS = train.warmup_iters
     cfg.SOLVER.GAMMA = 0.1
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     # one norm over all parameters together, as the reference (detectron2's "norm" clips each
     # parameter on its own)
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
-    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = train.clip_max_norm
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-    # images per process per evaluation batch: padding changes AP slightly, and the reference
-    # evaluates 2 at a time
-    cfg.TEST.IMS_PER_BATCH = 2
+    # images per process per evaluation batch: padding changes AP slightly
+    cfg.TEST.IMS_PER_BATCH = evaluation.batch_size
 
     cfg.DATASETS.DETR_IRPE_SYNTHETIC = _node(SyntheticConfig())
     return cfg
