@@ -44,7 +44,8 @@ def test_the_default_output_dir_and_labels_from_run_folders(env, tmp_path, monke
     assert list(data) == ["tiny_irpe"] and data["tiny_irpe"]["images"] == 2
     printed = capsys.readouterr().out
     assert f"figure: {Path('outputs/attention/attention_offsets.png')}" in printed
-    assert json.loads(printed.strip().splitlines()[-1]) == {"attention": str(Path("outputs/attention/attention_distance.json"))}
+    written = str(Path("outputs/attention/attention_distance.json"))
+    assert json.loads(printed.strip().splitlines()[-1]) == {"attention": written}
 
 
 def test_bad_values_are_one_line_errors(env, tmp_path, capsys):
@@ -57,5 +58,6 @@ def test_bad_values_are_one_line_errors(env, tmp_path, capsys):
     out = taken / "run1"
     assert run_main(main, ["--checkpoint", str(env["ckpt"]["abs"]), "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: --output-dir {out} is inside {taken}, which is a file, not a folder; give a folder to write into\n"
+    assert err == (f"error: --output-dir {out} is inside {taken}, which is a file, not a folder; "
+                   "give a folder to write into\n")
     assert taken.read_text() == "a file"

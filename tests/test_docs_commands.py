@@ -1,5 +1,6 @@
-"""Every command line shown in the README and docs parses with the command it names (the
-commands that are cheap here also run)."""
+"""Every command line shown in the README and docs parses with the command it names, and its
+``--config`` and ``key=value`` overrides load as a config (the commands that are cheap here also
+run)."""
 
 import re
 import shlex
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from detr_irpe.commands.cli import parse_command_line
+from detr_irpe.config import ConfigError, load_config
 from detr_irpe.commands import COMMANDS, command_module, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,9 +92,31 @@ def test_a_documented_command_line_parses(line):
     parser = command_module(name).build_parser()
     if name == "submit":  # its own options, then train's
         args, rest = parser.parse_known_args(argv)
-        parse_command_line(command_module("train").build_parser(), rest)
+        load_documented_config(parse_command_line(command_module("train").build_parser(), rest))
         return
-    parse_command_line(parser, argv)
+    load_documented_config(parse_command_line(parser, argv))
+
+
+def load_documented_config(args) -> None:
+    """Load the config a parsed command line names, with its overrides: a shipped config by name
+    must exist; a user's own YAML file (not in this checkout) is replaced by the defaults."""
+    config, overrides = getattr(args, "config", None), getattr(args, "overrides", None) or []
+    if config is None and not overrides:
+        return
+    if config is not None and config.endswith(".yaml") and not config.startswith("configs/"):
+        config = None
+    load_config(config, overrides)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("detr-irpe train --config tiny/abs_irpe train.epochz=1", "train.epochz"),
+    ("detr-irpe train --config tiny/abs_irpe model.irpe=rpe-9-bogus", "rpe-9-bogus"),
+    ("detr-irpe train --config tiny/abs_irpee", "tiny/abs_irpee"),
+])
+def test_a_documented_line_with_a_bad_config_would_fail(line, words):
+    name, argv = command_and_argv(line)
+    with pytest.raises(ConfigError, match=words):
+        load_documented_config(parse_command_line(command_module(name).build_parser(), argv))
 
 
 def test_the_documented_zoo_command_runs(capsys):

@@ -89,7 +89,8 @@ def test_a_run_checkpoint_is_exported_under_the_run_folders_name(env, tmp_path, 
     assert json.loads(printed.strip().splitlines()[-1]) == {"onnx": str(out / "tiny_irpe.onnx")}
     assert "PASS" not in printed
     assert [p.name for p in out.iterdir()] == ["tiny_irpe.onnx"]
-    assert export_mod.onnx_info(out / "tiny_irpe.onnx")["outputs"] == {"pred_logits": [1, 5, 6], "pred_boxes": [1, 5, 4]}
+    outputs = export_mod.onnx_info(out / "tiny_irpe.onnx")["outputs"]
+    assert outputs == {"pred_logits": [1, 5, 6], "pred_boxes": [1, 5, 4]}
 
 
 def test_parity_check_fails_on_a_different_model(env, tmp_path, capsys, monkeypatch):

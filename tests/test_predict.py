@@ -133,9 +133,11 @@ def test_predict_input_errors_are_one_line(env, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("x")
     assert run_tool(predict_main, ["--checkpoint", ck, "--input", images, "--output-dir", taken]) == 2
-    assert capsys.readouterr().err == f"error: --output-dir {taken} is a file, not a folder; give a folder to write into\n"
+    err = capsys.readouterr().err
+    assert err == f"error: --output-dir {taken} is a file, not a folder; give a folder to write into\n"
     assert run_tool(predict_main, ["--checkpoint", ck, "--input", images, "--output-dir", tmp_path / "o",
                                    "--draw", taken / "drawn"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --draw {taken / 'drawn'} is inside {taken}, which is a file") and err.count("\n") == 1
+    assert err.startswith(f"error: --draw {taken / 'drawn'} is inside {taken}, which is a file")
+    assert err.count("\n") == 1
     assert taken.read_text() == "x" and not (tmp_path / "o").exists()

@@ -124,7 +124,8 @@ def test_attention_maps_follow_the_pixel_and_are_distributions(env):
 
 def test_attention_figure_with_two_checkpoints_has_both(env, capsys):
     ck_abs, ck_irpe = env["ckpt"]["abs"], env["ckpt"]["product_ctx"]
-    one = _figure(["attention", "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10, "--y", 20], env["root"] / "att_one")
+    one = _figure(["attention", "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10, "--y", 20],
+                  env["root"] / "att_one")
     two = _figure(["attention", "--checkpoint", ck_abs, "--checkpoint", ck_irpe, "--val-index", 1, "--x", 10,
                    "--y", 20], env["root"] / "att_two")
     assert one.name == two.name == "attention.png"
