@@ -3,6 +3,7 @@ line between user errors (one line, exit 2) and bugs (traceback, exit 1)."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,13 @@ def test_a_model_is_named_after_its_source():
     assert default_label("hf/detr-resnet-50/") == "detr-resnet-50"  # a Hugging Face folder
     assert model_file_name("outputs/tiny_irpe/checkpoint_best.pth", ".onnx") == "tiny_irpe.onnx"
     assert model_file_name("detr-r50", ".onnx") == "detr-r50.onnx"
+
+
+def test_every_command_runs_as_a_tools_script_too():
+    from detr_irpe.commands import COMMANDS
+
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    for name in COMMANDS:
+        script = tools / f"{name.replace('-', '_')}.py"
+        assert script.is_file(), f"no {script.name} for command {name}"
+        assert f'run_tool("{name}")' in script.read_text(), script

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..core.runtime import resolve_device
+
 BYTES_PER_VALUE = 4  # float32
 #: the fields a user sizes; the refusal names the one whose value costs the most
 SIZE_FIELDS = ("num_queries", "num_classes", "hidden_dim", "dim_feedforward", "enc_layers", "dec_layers")
@@ -70,7 +72,7 @@ def memory_limits(device: str = "cpu") -> list[tuple[str, int]]:
     and, for a CUDA ``device`` (or ``auto`` with CUDA present), that GPU's memory."""
     limits = [("the memory of this machine", machine_memory())]
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(resolve_device("auto"))
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(device).index or 0
         if index < torch.cuda.device_count():
