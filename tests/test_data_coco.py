@@ -10,6 +10,7 @@ from coco_helpers import COLOURS, ann, write_dataset, write_image
 from torchvision import tv_tensors
 
 from detr_irpe.config import DataConfig
+from detr_irpe.data.build import AugmentedDataset
 from detr_irpe.data.coco import CocoDetection, coco_paths
 from detr_irpe.data.errors import DatasetError
 from detr_irpe.data.transforms import build_transforms
@@ -72,7 +73,7 @@ def test_num_classes_from_config_and_pycocotools_silent(small_coco, capsys):
 
 def test_transforms_are_applied(small_coco):
     folder, ann_file = small_coco
-    ds = CocoDetection(folder, ann_file, transforms=build_transforms(DataConfig(), train=False))
+    ds = AugmentedDataset(CocoDetection(folder, ann_file), build_transforms(DataConfig(), train=False), seed=0)
     image, target = ds[1]
     assert image.dtype == torch.float32 and tuple(image.shape[-2:]) == (800, 1066)
     assert torch.allclose(target["boxes"][0], torch.tensor([14 / 64, 11 / 48, 20 / 64, 10 / 48]))

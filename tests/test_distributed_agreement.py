@@ -54,10 +54,15 @@ def _train_with_nan(rank, overrides, result):
     cleanup()
 
 
+def _two_processes(fn, overrides, result) -> list[dict]:
+    """What each of two processes running ``fn`` reported, by rank."""
+    run_processes(2, fn, overrides, result, timeout=120)
+    return [json.loads((result / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
 def test_a_nan_on_one_process_stops_every_process_at_that_step(tmp_path, cache):
     out = tmp_path / "run"
-    run_processes(2, _train_with_nan, micro(cache, out, TIMEOUT), tmp_path, timeout=120)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = _two_processes(_train_with_nan, micro(cache, out, TIMEOUT), tmp_path)
     for r in ranks:
         assert r["seconds"] < 45, r["seconds"]  # not at the collective timeout
         assert r["outcome"].startswith("NonFiniteLossError: non-finite loss at epoch 1, step 2 (update 1): "
@@ -71,8 +76,7 @@ def test_a_nan_on_one_process_stops_every_process_at_that_step(tmp_path, cache):
 
 def test_a_nan_on_one_process_skips_the_step_on_every_process(tmp_path, cache):
     out = tmp_path / "run"
-    run_processes(2, _train_with_nan, micro(cache, out, TIMEOUT, "train.on_nonfinite=skip"), tmp_path, timeout=120)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = _two_processes(_train_with_nan, micro(cache, out, TIMEOUT, "train.on_nonfinite=skip"), tmp_path)
     assert [r["outcome"] for r in ranks] == ["finished", "finished"]
     assert [r["skipped"] for r in ranks] == [1, 1]
     assert ranks[0]["weights"].keys() == ranks[1]["weights"].keys()
@@ -110,8 +114,7 @@ def _train_with_signal(rank, overrides, result):
 
 def test_a_stop_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path, cache):
     out = tmp_path / "run"
-    run_processes(2, _train_with_signal, micro(cache, out, TIMEOUT), tmp_path, timeout=120)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = _two_processes(_train_with_signal, micro(cache, out, TIMEOUT), tmp_path)
     for r in ranks:
         assert r["seconds"] < 45, r["seconds"]
         assert r["outcome"].startswith("interrupted: stopped by "), r["outcome"]

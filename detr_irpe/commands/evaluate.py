@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .cli import (Parser, add_config_argument, add_output_dir_argument, add_overrides_argument, add_source_argument,
-                  check_output_dir, parse_command_line)
+from .cli import (Parser, add_config_argument, add_device_argument, add_output_dir_argument, add_overrides_argument,
+                  add_source_argument, check_output_dir, parse_command_line)
 
 USAGE = """Evaluate a model with COCO box AP. The model source is any of: a checkpoint of this project,
 of the reference DETR / iRPE-DETR code, or weights only; an http(s) URL; a zoo name (detr-irpe zoo);
@@ -33,13 +33,14 @@ def build_parser() -> Parser:
     parser.add_argument("--backend", choices=BACKENDS, help="COCO evaluation implementation")
     parser.add_argument("--batch-size", type=int, help="images per process per batch (eval.batch_size)")
     parser.add_argument("--per-category", action="store_true", help="also print AP per category")
+    add_device_argument(parser, "where the model runs (train.device)")
     add_overrides_argument(parser)
     return parser
 
 
 def eval_overrides(args) -> list[str]:
     """The command line's options as config overrides (before the user's own, which win)."""
-    out = []
+    out = [f"train.device={args.device}"]
     if args.backend:
         out.append(f"eval.backend={args.backend}")
     if args.batch_size:

@@ -101,8 +101,8 @@ class Trainer:
                                          rank=self.dist.rank)
         self.val_loader = build_loader(self.val_set, cfg, train=False, world_size=self.dist.world_size,
                                        rank=self.dist.rank)
-        if resume:
-            self.resume_path = self._find_resume(resume)
+        #: the checkpoint the run continues from (None: a new run)
+        self.resume_path = self._find_resume(resume) if resume else None
 
         model, self.criterion, post = build_model(cfg)
         self.postprocess = post["bbox"]
@@ -147,9 +147,6 @@ class Trainer:
         if self.is_main:
             prepare_output_folder(self.folder, self.cfg)
         barrier()
-
-    #: the checkpoint the run continues from (None: a new run)
-    resume_path: Path | None = None
 
     def _find_resume(self, resume: str) -> Path | None:
         """The checkpoint ``resume`` names (``auto``: the run folder's resume checkpoint), checked
