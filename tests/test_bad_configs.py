@@ -25,7 +25,12 @@ def cache(tmp_path_factory):
     ("model.num_queries=0", ["model.num_queries must be > 0"]),
     ("model.irpe=rpe-0-product-ctx-1-k", ["model.irpe", "ratio", "rpe-{ratio}-{method}"]),
     ("model.irpe=rpe-2.0-product-bias-1-v", ["bias mode", "values"]),
-], ids=["unknown key", "wrong type", "negative lr", "zero queries", "ratio", "bias on values"])
+    ("model.decoder=deformable", ["model.decoder must be one of detr, conditional, dab", "'deformable'"]),
+    ("model.num_patterns=3", ["model.num_patterns=3 is an option of the DAB-DETR decoder", "model.decoder=dab"]),
+    ("model.activation=prelu", ["model.activation=prelu is an option of the DAB-DETR decoder"]),
+    ("model.pe_temperature=0", ["model.pe_temperature must be a finite number > 0"]),
+], ids=["unknown key", "wrong type", "negative lr", "zero queries", "ratio", "bias on values", "unknown decoder",
+        "dab option elsewhere", "prelu elsewhere", "temperature"])
 def test_bad_configs_are_refused_with_one_line(override, words, tmp_path, cache, capsys):
     out = existing_run(tmp_path)
     expect_error(capsys, train_main, micro(cache, out) + [override], *words, out=out)

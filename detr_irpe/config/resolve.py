@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from ..core.names import SIGMOID_DECODERS
 from . import ConfigError, apply_overrides, freeze, is_frozen
 
 log = logging.getLogger(__name__)
 
-#: the weights whose first dimension is the class count + 1 (the no-object class)
+#: the weights whose first dimension is the class count (+ 1 for DETR's no-object class)
 CLASS_HEAD = "class_embed.weight"
 
 #: COCO 2017 category names by category id (the ids of DETR's 91-way head; 80 are used, "" elsewhere)
@@ -28,10 +29,13 @@ COCO_CLASS_NAMES = (
 )
 
 
-def head_classes(state: Mapping) -> int | None:
-    """The class count of a state dict's class head (None without one)."""
+def head_classes(state: Mapping, decoder: str = "detr") -> int | None:
+    """The class count of a state dict's class head (None without one): its rows, less DETR's
+    no-object row (the sigmoid decoders have none)."""
     w = state.get(CLASS_HEAD)
-    return None if w is None else int(w.shape[0]) - 1
+    if w is None:
+        return None
+    return int(w.shape[0]) - (0 if decoder in SIGMOID_DECODERS else 1)
 
 
 def names_by_id(categories: Sequence[Mapping], num_classes: int) -> list[str]:
@@ -57,7 +61,7 @@ def resolve_config(cfg, *, weights: Mapping | None = None, dataset=None, class_n
     if is_frozen(cfg):
         return cfg
     n = cfg.model.num_classes
-    head = head_classes(weights) if weights is not None else None
+    head = head_classes(weights, cfg.model.decoder) if weights is not None else None
     if head is not None:
         if n is not None and n != head:
             log.warning("%s: model.num_classes=%d is replaced by the weights' class head (%d classes)", source, n, head)

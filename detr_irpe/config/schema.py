@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from ..core.errors import UserError
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
-from ..core.names import (AMP_MODES, BACKBONES, BACKENDS, DATASETS, INVALID_IMAGE_MODES, KERNELS, NO_VALUE_TERM,
-                          NONFINITE_MODES, NORMS, POSITION_EMBEDDINGS, WRITERS)
+from ..core.names import (ACTIVATIONS, AMP_MODES, BACKBONES, BACKENDS, DATASETS, DECODERS, INVALID_IMAGE_MODES,
+                          KERNELS, NO_VALUE_TERM, NONFINITE_MODES, NORMS, POSITION_EMBEDDINGS, WRITERS)
 from ..core.rpe_spec import RPESpec
 
 
@@ -98,10 +98,37 @@ class ModelConfig(Section):
     class_names: list[str] | None = None
     #: attention kernel: auto, plain, fused, sdpa or flex (see detr_irpe.models.attention)
     attention_kernel: str = "auto"
+    #: the decoder around the encoder: detr, conditional (Conditional DETR) or dab (DAB-DETR)
+    decoder: str = "detr"
+    #: feed-forward activation of the encoder and decoder layers: relu, or prelu (DAB-DETR's; dab only)
+    activation: str = "relu"
+    #: temperature of the sine position encoding (DAB-DETR's recipe: 20)
+    pe_temperature: float = 10000.0
+    #: conditional and dab: detections kept per image, the best (query, class) pairs by score
+    num_select: int = 100
+    #: dab: pattern embeddings; the queries become num_patterns x num_queries (0: none)
+    num_patterns: int = 0
+    #: dab: anchor centres drawn uniformly at initialisation (the reference's "fixxy" models)
+    random_refpoints_xy: bool = False
 
     def validate(self, at: str):
         check_choice(self.position_embedding, POSITION_EMBEDDINGS, f"{at}.position_embedding")
         check_choice(self.attention_kernel, KERNELS, f"{at}.attention_kernel")
+        check_choice(self.decoder, DECODERS, f"{at}.decoder")
+        check_choice(self.activation, ACTIVATIONS, f"{at}.activation")
+        if not self.pe_temperature > 0 or not math.isfinite(self.pe_temperature):
+            raise ConfigError(f"{at}.pe_temperature must be a finite number > 0, got {self.pe_temperature}")
+        check_positive(self.num_select, f"{at}.num_select")
+        if self.num_patterns < 0:
+            raise ConfigError(f"{at}.num_patterns must be >= 0, got {self.num_patterns}")
+        if self.decoder != "dab":
+            for name, off in (("num_patterns", 0), ("random_refpoints_xy", False), ("activation", "relu")):
+                if getattr(self, name) != off:
+                    raise ConfigError(f"{at}.{name}={getattr(self, name)} is an option of the DAB-DETR decoder; "
+                                      f"set {at}.decoder=dab or leave {at}.{name} at {off}")
+        if self.decoder != "detr" and self.pre_norm:
+            raise ConfigError(f"{at}.pre_norm is not an option of the {self.decoder} decoder (post-norm only, as "
+                              f"its reference); set {at}.pre_norm=false")
         for name in ("hidden_dim", "nheads", "dim_feedforward", "num_queries", "dec_layers"):
             check_positive(getattr(self, name), f"{at}.{name}")
         if self.enc_layers < 0:
@@ -123,10 +150,14 @@ class LossConfig(Section):
     set_cost_class: float = 1.0
     set_cost_bbox: float = 5.0
     set_cost_giou: float = 2.0
+    #: weight of the classification loss (Conditional DETR's recipe: 2)
+    ce_loss_coef: float = 1.0
     bbox_loss_coef: float = 5.0
     giou_loss_coef: float = 2.0
-    #: weight of the no-object class in the classification loss
+    #: detr: weight of the no-object class in the classification loss
     eos_coef: float = 0.1
+    #: conditional and dab: alpha of the sigmoid focal loss and of the matcher's focal class cost
+    focal_alpha: float = 0.25
 
     def validate(self, at: str):
         for f in dataclasses.fields(self):

@@ -17,6 +17,14 @@ KERNELS = ("auto", "plain", "fused", "sdpa", "flex")
 #: the kernels that cannot apply iRPE on values
 NO_VALUE_TERM = ("sdpa", "flex")
 
+#: model.decoder: the decoder family around the same encoder (DETR's, Conditional DETR's, DAB-DETR's)
+DECODERS = ("detr", "conditional", "dab")
+#: the decoders that classify with sigmoid logits and a focal loss (no no-object logit), keeping the
+#: top-k (query, class) pairs at inference
+SIGMOID_DECODERS = ("conditional", "dab")
+#: model.activation: the feed-forward activation (DAB-DETR's is PReLU)
+ACTIVATIONS = ("relu", "prelu")
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn_tiny")
 NORMS = ("frozen_bn", "bn", "gn")
 POSITION_EMBEDDINGS = ("sine", "learned", "none")

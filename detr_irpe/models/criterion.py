@@ -12,7 +12,8 @@ from ..core.runtime import sum_over_processes, world_size
 from .matcher import HungarianMatcher
 
 
-def _permutation(indices):
+def matched_permutation(indices) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image index, query index) of every matched prediction, in the matcher's order."""
     batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     src = torch.cat([src for src, _ in indices])
     return batch, src
@@ -72,7 +73,7 @@ class SetCriterion(nn.Module):
         indices = self.matcher(outputs, targets)
         logits = outputs["pred_logits"].float()
         device = logits.device
-        idx = _permutation(indices)
+        idx = matched_permutation(indices)
         idx = (idx[0].to(device), idx[1].to(device))
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(device)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)

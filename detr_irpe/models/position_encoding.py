@@ -62,10 +62,10 @@ class PositionEmbeddingNone(nn.Module):
         return None
 
 
-def build_position_encoding(kind: str, hidden_dim: int) -> nn.Module:
-    """``sine`` | ``learned`` | ``none``."""
+def build_position_encoding(kind: str, hidden_dim: int, temperature: float = 10000.0) -> nn.Module:
+    """``sine`` (with ``temperature``) | ``learned`` | ``none``."""
     if kind == "sine":
-        return PositionEmbeddingSine(hidden_dim // 2)
+        return PositionEmbeddingSine(hidden_dim // 2, temperature=temperature)
     if kind == "learned":
         return PositionEmbeddingLearned(hidden_dim // 2)
     if kind == "none":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.names import SIGMOID_DECODERS
 from ..core.runtime import resolve_device
 
 BYTES_PER_VALUE = 4  # float32
@@ -49,9 +50,9 @@ class MemoryEstimate:
 
 def estimate_memory(mcfg) -> MemoryEstimate:
     """The lower-bound memory estimate of the model a ModelConfig describes (iRPE tables, a few
-    thousand values, left out)."""
+    thousand values, and the sigmoid decoders' extra projections left out: a lower bound)."""
     d, ff, queries = mcfg.hidden_dim, mcfg.dim_feedforward, mcfg.num_queries
-    outputs = mcfg.num_classes + 1
+    outputs = mcfg.num_classes + (0 if mcfg.decoder in SIGMOID_DECODERS else 1)  # DETR's no-object logit
     attention = 4 * d * d + 4 * d          # in_proj (3 d x d + 3 d) and out_proj (d x d + d)
     feed_forward = 2 * d * ff + ff + d
     norm = 2 * d

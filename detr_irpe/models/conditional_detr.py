@@ -1,0 +1,268 @@
+"""Conditional DETR (Meng et al., 2021) with the project's DETR encoder, iRPE included.
+
+The encoder is DETR's (``Encoder`` / ``EncoderLayer`` of ``transformer``): post-norm layers whose
+self-attention may carry iRPE, the absolute encoding added to its queries and keys unless
+``encoder_pos`` is False ("relative only"). The decoder is Conditional DETR's:
+
+- reference points s = sigmoid(ref_point_head(query_embed)), computed once, shared by all layers;
+- each layer's spatial query is sine(s) (128 features per coordinate), times 1 at layer 0 and
+  ``query_scale`` of the previous layer's un-normalised output after;
+- the cross-attention concatenates, per head, the content part and the positional part of queries
+  and keys (so its heads are twice as wide as the values'), with no in-projection: the ``sa_*`` and
+  ``ca_*`` linear layers project first; the layer-0 query and key also get the DETR-style sum of
+  content and position (``ca_qpos_proj`` exists in layer 0 only);
+- every layer's output goes through the shared ``decoder.norm`` for the heads; the next layer
+  takes the un-normalised output;
+- boxes are sigmoid(bbox_embed(h) + [logit(s), 0, 0]); class logits are sigmoid logits, one per
+  class, with no no-object logit (the focal loss reads them).
+
+Parameter names are the reference's (Atten4Vis/ConditionalDETR), so its checkpoints load with
+``strict=True``: ``transformer.encoder.layers.N.self_attn.in_proj_weight``,
+``transformer.decoder.layers.N.sa_qcontent_proj``, ``transformer.decoder.{norm,query_scale,
+ref_point_head}``, ``class_embed``, ``bbox_embed.layers.{0,1,2}``, ``query_embed``, ``input_proj``,
+``backbone.0.body.*``. iRPE adds ``rpe_{q,k,v}`` tables to the encoder self-attention only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.rpe_spec import RPESpec
+from .backbone import Joiner
+from .detr import MLP, pad_images
+from .transformer import Encoder, EncoderLayer
+
+#: the reference's sine embedding of a reference point has 128 features per coordinate, a
+#: constant in its code (not hidden_dim // 2); its y and x halves feed ca_qpos_sine_proj, a
+#: hidden_dim -> hidden_dim layer, so the model is defined at hidden_dim 256 only
+SINE_FEATURES = 128
+HIDDEN_DIM = 2 * SINE_FEATURES
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """logit(x) with x clamped to [0, 1] and both x and 1 - x to at least ``eps`` (the reference's)."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def sine_embedding(points: torch.Tensor) -> torch.Tensor:
+    """(..., 2) normalised (x, y) -> (..., 256): [sine(y), sine(x)], each 128 features
+    2*pi*c / 10000^(2*floor(i/2)/128), sine at even i and cosine at odd i (as the image encoding).
+
+    The 128 is the reference's hard-coded constant (see SINE_FEATURES)."""
+    dim_t = torch.arange(SINE_FEATURES, dtype=torch.float32, device=points.device)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / SINE_FEATURES)
+
+    def embed(c):
+        c = (c * (2 * math.pi))[..., None] / dim_t
+        return torch.stack((c[..., 0::2].sin(), c[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    return torch.cat((embed(points[..., 1]), embed(points[..., 0])), dim=-1)
+
+
+class ProjectedAttention(nn.Module):
+    """Multi-head attention over queries, keys and values projected beforehand: no in-projection,
+    an output projection of the value width. Queries and keys may be wider than values (per head
+    ``query_dim / heads`` against ``value_dim / heads``); the scale is ``(query_dim / heads)^-0.5``.
+    Tensors are batch-first."""
+
+    def __init__(self, query_dim: int, value_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if query_dim % num_heads or value_dim % num_heads:
+            raise ValueError(f"attention widths {query_dim} (queries, keys) and {value_dim} (values) "
+                             f"must be divisible by the {num_heads} heads")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.scaling = (query_dim // num_heads) ** -0.5
+        self.out_proj = nn.Linear(value_dim, value_dim)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, key_padding_mask=None):
+        """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); key_padding_mask (B, S) True on
+        padding. Returns (B, L, Ev)."""
+        B, L, _ = query.shape
+        S, Ev = value.shape[1], value.shape[2]
+        h = self.num_heads
+
+        def heads(x, n):
+            return x.reshape(B, n, h, -1).transpose(1, 2)
+
+        q, k, v = heads(query * self.scaling, L), heads(key, S), heads(value, S)
+        scores = q @ k.transpose(-1, -2)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        out = (weights @ v).transpose(1, 2).reshape(B, L, Ev)
+        return self.out_proj(out)
+
+
+class ConditionalDecoderLayer(nn.Module):
+    """Conditional DETR's post-norm decoder layer (see the module docstring); ``first`` makes the
+    layer-0 variant with ``ca_qpos_proj``."""
+
+    def __init__(self, d_model: int, nhead: int, *, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 first: bool = False):
+        super().__init__()
+        linear = lambda: nn.Linear(d_model, d_model)  # noqa: E731
+        self.sa_qcontent_proj, self.sa_qpos_proj = linear(), linear()
+        self.sa_kcontent_proj, self.sa_kpos_proj = linear(), linear()
+        self.sa_v_proj = linear()
+        self.self_attn = ProjectedAttention(d_model, d_model, nhead, dropout)
+        self.ca_qcontent_proj = linear()
+        self.ca_qpos_proj = linear() if first else None
+        self.ca_kcontent_proj, self.ca_kpos_proj = linear(), linear()
+        self.ca_v_proj = linear()
+        self.ca_qpos_sine_proj = linear()
+        self.cross_attn = ProjectedAttention(2 * d_model, d_model, nhead, dropout)
+        self.nhead = nhead
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed):
+        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S)."""
+        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
+        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
+
+        q = self.ca_qcontent_proj(tgt)
+        k = self.ca_kcontent_proj(memory)
+        k_pos = self.ca_kpos_proj(pos)
+        if self.ca_qpos_proj is not None:  # layer 0: k_pos is in both halves of the key
+            q = q + self.ca_qpos_proj(query_pos)
+            k = k + k_pos
+        q_sine = self.ca_qpos_sine_proj(query_sine_embed)
+        q = self._concat_heads(q, q_sine)
+        k = self._concat_heads(k, k_pos)
+        attn = self.cross_attn(q, k, self.ca_v_proj(memory), key_padding_mask=memory_mask)
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout3(ffn))
+
+    def _concat_heads(self, content, position):
+        """(B, N, C) twice -> (B, N, 2C): per head, the head's content features then its position's."""
+        B, N, C = content.shape
+        h = self.nhead
+        return torch.cat([content.view(B, N, h, C // h), position.view(B, N, h, C // h)], dim=-1).view(B, N, 2 * C)
+
+
+class ConditionalDecoder(nn.Module):
+    """The decoder stack with its ``norm``, ``query_scale`` and ``ref_point_head``."""
+
+    def __init__(self, d_model: int, nhead: int, num_layers: int, *, dim_feedforward: int = 2048,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            ConditionalDecoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout, first=i == 0)
+            for i in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        self.ref_point_head = MLP(d_model, d_model, 2, 2)
+
+    def forward(self, tgt, memory, memory_mask, pos, query_pos):
+        """Returns (normalised output of every layer (layers, B, Q, C), reference points (B, Q, 2))."""
+        reference_points = self.ref_point_head(query_pos).sigmoid()
+        sine = sine_embedding(reference_points)
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            query_sine_embed = sine if i == 0 else sine * self.query_scale(tgt)
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine_embed)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs), reference_points
+
+
+class ConditionalTransformer(nn.Module):
+    """DETR's encoder (with iRPE and ``encoder_pos`` as ``transformer.Transformer``) and Conditional
+    DETR's decoder."""
+
+    def __init__(self, d_model: int = HIDDEN_DIM, nhead: int = 8, *, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 rpe: RPESpec | None = None, encoder_pos: bool = True, attention_kernel: str = "auto"):
+        super().__init__()
+        enc_layer = EncoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout,
+                                 rpe=rpe, attention_kernel=attention_kernel)
+        self.encoder = Encoder(enc_layer, num_encoder_layers)
+        self.decoder = ConditionalDecoder(d_model, nhead, num_decoder_layers, dim_feedforward=dim_feedforward,
+                                          dropout=dropout)
+        self.d_model, self.nhead, self.encoder_pos = d_model, nhead, encoder_pos
+        # as the reference: Xavier-uniform on every matrix (the iRPE tables included, as DETR's)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src, mask, query_embed, pos_embed, need_weights=False):
+        """src (B, C, H, W), mask (B, H, W) True on padding, query_embed (Q, C), pos_embed like src.
+        Returns (decoder outputs (layers, B, Q, C), reference points (B, Q, 2), encoder weights)."""
+        if pos_embed is None:
+            raise ValueError("Conditional DETR's cross-attention keys need the absolute position encoding of "
+                             "the feature map; the backbone's position encoding returned none (use sine)")
+        B, C, H, W = src.shape
+        src = src.flatten(2).transpose(1, 2)
+        pos = pos_embed.flatten(2).transpose(1, 2)
+        mask = mask.flatten(1)
+        memory, weights = self.encoder(src, mask, pos if self.encoder_pos else None, (H, W), need_weights)
+        query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
+        hs, reference_points = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)
+        return hs, reference_points, weights
+
+
+class ConditionalDETR(nn.Module):
+    """Conditional DETR; ``forward`` returns ``pred_logits`` (B, Q, classes: sigmoid logits, no
+    no-object class), ``pred_boxes`` (B, Q, 4, normalised cx, cy, w, h), ``reference_points``
+    (B, Q, 2, normalised x, y) and, with auxiliary loss, ``aux_outputs`` of the earlier layers."""
+
+    def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300, hidden_dim: int = HIDDEN_DIM,
+                 nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6, dim_feedforward: int = 2048,
+                 dropout: float = 0.1, rpe: RPESpec | None = None, encoder_pos: bool = True,
+                 attention_kernel: str = "auto", aux_loss: bool = True):
+        super().__init__()
+        if hidden_dim != HIDDEN_DIM:
+            raise ValueError(f"Conditional DETR needs hidden_dim {HIDDEN_DIM}, got {hidden_dim}: the sine embedding "
+                             f"of its reference points has {SINE_FEATURES} features per coordinate, a constant of "
+                             f"the reference code, and feeds a hidden_dim-wide layer")
+        if dec_layers < 1:
+            raise ValueError(f"Conditional DETR needs at least one decoder layer, got dec_layers={dec_layers}")
+        self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss
+        self.transformer = ConditionalTransformer(hidden_dim, nheads, num_encoder_layers=enc_layers,
+                                                  num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward,
+                                                  dropout=dropout, rpe=rpe, encoder_pos=encoder_pos,
+                                                  attention_kernel=attention_kernel)
+        self.class_embed = nn.Linear(hidden_dim, num_classes)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
+        self.backbone = backbone
+        # focal-loss prior: every class starts at probability 0.01; boxes start at the reference point
+        prior = 0.01
+        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+
+    def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
+        """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
+        mask (True on padding; None means no padding). ``need_weights`` adds the encoder
+        self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer) and
+        the feature map's (H, W) under ``feature_shape``."""
+        if isinstance(images, (list, tuple)):
+            images, mask = pad_images(list(images))
+        elif mask is None:
+            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        feat, mask, pos = self.backbone(images, mask)
+        hs, reference_points, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
+                                                         need_weights=need_weights)
+        logits = self.class_embed(hs)
+        offset = inverse_sigmoid(reference_points)
+        offset = torch.cat([offset, torch.zeros_like(offset)], dim=-1)
+        boxes = (self.bbox_embed(hs) + offset).sigmoid()
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "reference_points": reference_points}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        if need_weights:
+            out["encoder_attention"] = weights
+            out["feature_shape"] = tuple(feat.shape[-2:])
+        return out
