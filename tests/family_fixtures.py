@@ -15,6 +15,8 @@ def named_tensor(name: str, shape) -> torch.Tensor:
     with the CRC-32 of the name.
 
     - ``running_var``: uniform in [0.5, 1.5) (a frozen batch norm divides by its root);
+    - query embeddings (``query_embed``, ``refpoint_embed``, ``patterns``): N(0, 1), as their
+      initialisation, so that the queries, and their reference points, differ clearly;
     - matrices and kernels (2-D and up): N(0, 1) / sqrt(fan-in), fan-in = numel / shape[0], so a
       50-layer random ResNet neither vanishes nor explodes;
     - other 1-D ``weight`` (LayerNorm and batch-norm scales): 1 + 0.05 N(0, 1);
@@ -25,6 +27,8 @@ def named_tensor(name: str, shape) -> torch.Tensor:
     if name.endswith("running_var"):
         return torch.rand(shape, generator=g) + 0.5
     x = torch.randn(shape, generator=g)
+    if name.split(".")[-2:-1] in (["query_embed"], ["refpoint_embed"], ["patterns"]):
+        return x
     if len(shape) >= 2:
         return x / math.sqrt(math.prod(shape[1:]))
     if name.endswith("weight"):

@@ -102,3 +102,29 @@ def test_reference_args_map_onto_the_config():
     assert config_from_reference_args({"enc_rpe2d": ""}).model.irpe is None
     with pytest.raises(ConfigError, match="position_embedding 'fourier'"):
         config_from_reference_args({"position_embedding": "fourier"})
+
+
+def test_conditional_detr_args_give_the_conditional_decoder_and_its_loss():
+    # Conditional DETR's main.py names no model; its focal loss options tell it apart from DETR's
+    args = argparse.Namespace(lr=1e-4, backbone="resnet50", dilation=False, hidden_dim=256, num_queries=300,
+                              set_cost_class=2, cls_loss_coef=2, bbox_loss_coef=5, giou_loss_coef=2, focal_alpha=0.25,
+                              dataset_file="coco", epochs=50, lr_drop=40)
+    cfg = config_from_reference_args(args)
+    assert (cfg.model.decoder, cfg.model.num_queries, cfg.model.num_select, cfg.model.num_classes) == (
+        "conditional", 300, 100, 91)
+    assert (cfg.loss.set_cost_class, cfg.loss.ce_loss_coef, cfg.loss.focal_alpha) == (2, 2, 0.25)
+
+
+def test_dab_detr_args_give_the_dab_decoder_with_its_options():
+    args = argparse.Namespace(modelname="dab_detr", backbone="resnet50", dilation=True, num_queries=300, dropout=0.0,
+                              pe_temperatureH=20, pe_temperatureW=20, num_select=300, transformer_activation="prelu",
+                              num_patterns=3, random_refpoints_xy=True, cls_loss_coef=1, focal_alpha=0.25,
+                              dataset_file="coco")
+    m = config_from_reference_args(args).model
+    assert (m.decoder, m.activation, m.pe_temperature, m.num_select, m.num_patterns, m.random_refpoints_xy) == (
+        "dab", "prelu", 20.0, 300, 3, True)
+    assert m.backbone.dilation and m.num_classes == 91
+    with pytest.raises(ConfigError, match="pe_temperatureH 20 and pe_temperatureW 10 differ"):
+        config_from_reference_args({"modelname": "dab_detr", "pe_temperatureH": 20, "pe_temperatureW": 10})
+    with pytest.raises(ConfigError, match="modelname 'dab_deformable_detr' is not a model of this project"):
+        config_from_reference_args({"modelname": "dab_deformable_detr"})

@@ -22,22 +22,38 @@ def _with_pos(x, pos):
     return x if pos is None else x + pos
 
 
-def _feed_forward(x, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear):
-    return linear2(dropout(F.relu(linear1(x))))
+def _feed_forward(x, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear, activation=F.relu):
+    return linear2(dropout(activation(linear1(x))))
+
+
+#: the feed-forward activations of an encoder layer: DETR's ReLU, or DAB-DETR's PReLU (one learned
+#: slope per layer, a module named ``activation``)
+ACTIVATIONS = ("relu", "prelu")
 
 
 class EncoderLayer(nn.Module):
-    """Encoder layer: self-attention (with optional iRPE) and feed-forward, post- or pre-norm."""
+    """Encoder layer: self-attention (with optional iRPE) and feed-forward, post- or pre-norm.
+
+    ``activation`` is the feed-forward's: ``relu`` (DETR; no parameter) or ``prelu`` (DAB-DETR: an
+    ``activation`` module with one slope, initialised at 0.25, after ``norm2`` in the state dict)."""
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, pre_norm=False,
-                 rpe: RPESpec | None = None, attention_kernel: str = "auto"):
+                 rpe: RPESpec | None = None, attention_kernel: str = "auto", activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"encoder activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         self.self_attn = MultiheadAttention(d_model, nhead, dropout, rpe=rpe, kernel=attention_kernel)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.dropout, self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
         self.pre_norm = pre_norm
+        # None (a plain attribute, no state-dict entry) for ReLU
+        self.activation = nn.PReLU() if activation == "prelu" else None
+
+    def _feed_forward(self, x):
+        act = F.relu if self.activation is None else self.activation
+        return _feed_forward(x, self.linear1, self.dropout, self.linear2, act)
 
     def forward(self, src, mask=None, pos=None, shape=None, need_weights=False):
         """Returns (output, attention weights or None)."""
@@ -50,7 +66,7 @@ class EncoderLayer(nn.Module):
         qk = _with_pos(src, pos)
         attn, weights = self.self_attn(qk, qk, src, key_padding_mask=mask, shape=shape, need_weights=need_weights)
         src = self.norm1(src + self.dropout1(attn))
-        src = self.norm2(src + self.dropout2(_feed_forward(src, self.linear1, self.dropout, self.linear2)))
+        src = self.norm2(src + self.dropout2(self._feed_forward(src)))
         return src, weights
 
     def forward_pre(self, src, mask=None, pos=None, shape=None, need_weights=False):
@@ -60,7 +76,7 @@ class EncoderLayer(nn.Module):
         attn, weights = self.self_attn(qk, qk, x, key_padding_mask=mask, shape=shape, need_weights=need_weights)
         src = src + self.dropout1(attn)
         x = self.norm2(src)
-        src = src + self.dropout2(_feed_forward(x, self.linear1, self.dropout, self.linear2))
+        src = src + self.dropout2(self._feed_forward(x))
         return src, weights
 
 

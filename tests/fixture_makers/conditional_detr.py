@@ -123,9 +123,10 @@ def main(argv=None) -> None:
     model.zero_grad()
     total.backward()
 
+    grads = gradient_summary(model.named_parameters())
     fixture = {
         "reference": {"repository": "Atten4Vis/ConditionalDETR", "commit": args.commit,
-                      "torch": torch.__version__},
+                      "torch": str(torch.__version__)},
         "config": dict(c),
         "images": images,
         "mask": batch.mask.clone(),
@@ -139,16 +140,18 @@ def main(argv=None) -> None:
             "reference_points": captured["reference_points"].detach().clone(),
         },
         "weight_dict": weight_dict,
-        "losses": {k: float(v) for k, v in losses.items()},
-        "total_loss": float(total),
+        "losses": {k: float(v.detach()) for k, v in losses.items()},
+        "total_loss": float(total.detach()),
         # the matcher runs on the last layer first, then on each auxiliary output in order
         "matches": matches,
-        "gradients": gradient_summary(model.named_parameters()),
+        # one (parameters, 11) float64 table: [sum, L2 norm, n, first n values zero-padded to 8]
+        "gradient_names": list(grads),
+        "gradients": torch.stack(list(grads.values())),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(fixture, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes): total loss {float(total):.6f}, "
-          f"{len(fixture['gradients'])} gradients, {len(fixture['state_dict'])} state-dict entries")
+          f"{len(grads)} gradients, {len(fixture['state_dict'])} state-dict entries")
 
 
 if __name__ == "__main__":
