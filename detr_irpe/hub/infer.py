@@ -1,18 +1,20 @@
-"""The architecture of a DETR / iRPE-DETR read from its weights alone.
+"""The architecture of a DETR / iRPE-DETR / Conditional DETR / DAB-DETR read from its weights alone.
 
-A state dict in this project's parameter names (those of the reference DETR code) tells, by its
-names and shapes: the backbone (ResNet depth from the block counts and block type, or ``cnn_tiny``
+A state dict in this project's parameter names (those of the reference codes) tells, by its
+names and shapes: the decoder (DAB-DETR's anchors, Conditional DETR's reference-point head, or
+DETR's), the backbone (ResNet depth from the block counts and block type, or ``cnn_tiny``
 and its width), its norm (batch norm keeps ``num_batches_tracked``, frozen batch norm only the
 statistics, group norm neither), hidden size, encoder / decoder layers, feed-forward width, queries,
-classes (class-head rows - 1), pre-norm (a final encoder norm), a learned absolute encoding (it has
+classes (class-head rows, less DETR's no-object row), DAB-DETR's patterns and PReLU, pre-norm (a final encoder norm), a learned absolute encoding (it has
 parameters) and the iRPE: its sides, mode, method (cross keeps rows / cols tables), shared or
 per-head tables, and its bucket count, hence the ratio. The number of heads shows only in
 contextual iRPE tables (their head dimension) and in per-head bias tables.
 
 What the weights do not tell (:data:`UNTOLD`): the dilation of the last stage (DC5), the number of
 heads without such iRPE tables, the sine encoding versus none, the absolute encoding in the encoder
-(``encoder_abs_pos``) and the auxiliary outputs; the configuration defaults are used unless a value
-is given. The iRPE ratio is told only up to its bucket count: every ratio r with the same
+(``encoder_abs_pos``) and the auxiliary outputs, and for DAB-DETR the sine temperature, the
+detections kept and the random anchor initialisation; the configuration defaults (for a decoder of
+the family, its reference recipe's: :data:`RECIPE_DEFAULTS`) are used unless a value is given. The iRPE ratio is told only up to its bucket count: every ratio r with the same
 floor(2 r) gives the same tables, so the ratio is taken from :data:`RATIOS_IN_USE` when exactly one
 of them fits, and euc / quant tables are alike, so those must be given (``model.irpe=...``).
 """
@@ -29,6 +31,7 @@ import torch
 from ..config import Config, load_config
 from ..core.errors import SourceError
 from ..models import build_model
+from ..core.names import SIGMOID_DECODERS
 from ..core.rpe_spec import METHODS, RPESpec
 from ..models.irpe import RelativePositionEncoding
 
@@ -42,6 +45,9 @@ UNTOLD = {
     "model.position_embedding": "sine or none (neither has parameters)",
     "model.encoder_abs_pos": "true or false",
     "model.aux_loss": "true or false",
+    "model.pe_temperature": "a number > 0 (DAB-DETR's recipe: 20)",
+    "model.num_select": "a count > 0 (DAB-DETR's recipe: 300)",
+    "model.random_refpoints_xy": "true or false",
 }
 
 #: ResNet block counts per stage and block type (torchvision)
@@ -52,9 +58,20 @@ RESNET_LAYOUTS = {
     ("bottleneck", (3, 4, 23, 3)): "resnet101",
 }
 
-#: keys every DETR state dict holds
-DETR_KEYS = ("backbone.0.body.conv1.weight", "input_proj.weight", "query_embed.weight", "class_embed.weight",
-             "bbox_embed.layers.0.weight", "transformer.decoder.norm.weight")
+#: keys every state dict of the family holds
+DETR_KEYS = ("backbone.0.body.conv1.weight", "input_proj.weight", "class_embed.weight", "bbox_embed.layers.0.weight",
+             "transformer.decoder.norm.weight")
+#: keys that only each decoder's weights hold
+DECODER_KEYS = {
+    "detr": ("query_embed.weight", "transformer.decoder.layers.0.multihead_attn.in_proj_weight"),
+    "conditional": ("query_embed.weight", "transformer.decoder.ref_point_head.layers.0.weight",
+                    "transformer.decoder.layers.0.ca_qpos_sine_proj.weight"),
+    "dab": ("refpoint_embed.weight", "transformer.decoder.ref_anchor_head.layers.0.weight"),
+}
+#: what a decoder's weights leave open, set as its reference recipe does
+RECIPE_DEFAULTS = {
+    "dab": {"model.pe_temperature": 20.0, "model.num_select": 300, "model.random_refpoints_xy": False},
+}
 
 _BODY = "backbone.0.body."
 _ENC_ATTN = "transformer.encoder.layers.0.self_attn."
@@ -153,22 +170,44 @@ def _shapes(state, source: str) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
+def decoder_of(shapes, source: str) -> str:
+    """The decoder whose weights ``shapes`` (keys, or key -> shape) hold; a SourceError when they
+    hold none or mix several."""
+    found = [d for d, keys in DECODER_KEYS.items() if all(k in shapes for k in keys)]
+    # a decoder with some of its own keys (those past the query embedding) but not all: a mix
+    partial = [d for d, keys in DECODER_KEYS.items() if d not in found and any(k in shapes for k in keys[1:])]
+    if len(found) == 1 and not partial:
+        return found[0]
+    kinds = sorted(set(found) | set(partial))
+    if len(kinds) > 1:
+        raise SourceError(f"{source}: the weights mix the decoders {' and '.join(kinds)} (e.g. "
+                          f"{', '.join(k for d in kinds for k in DECODER_KEYS[d][1:2] if k in shapes)}); "
+                          f"expected the weights of one model")
+    raise SourceError(f"{source}: not a DETR-family state dict: no decoder's weights (expected e.g. "
+                      f"{' or '.join(keys[1] for keys in DECODER_KEYS.values())})")
+
+
 def _architecture_facts(shapes: dict[str, tuple], source: str) -> list[_Fact]:
     """Every fact but the iRPE's, which depends on the settled number of heads."""
     facts = _backbone_facts(shapes, source)
-    queries, hidden = shapes["query_embed.weight"]
-    classes = shapes["class_embed.weight"][0] - 1
+    decoder = decoder_of(shapes, source)
+    hidden = shapes["input_proj.weight"][0]
+    queries_key = "refpoint_embed.weight" if decoder == "dab" else "query_embed.weight"
+    queries = shapes[queries_key][0]
+    no_object = 0 if decoder in SIGMOID_DECODERS else 1
+    classes = shapes["class_embed.weight"][0] - no_object
     if classes < 1:
-        raise SourceError(f"{source}: class_embed.weight has {classes + 1} rows; a DETR class head has "
-                          f"num_classes + 1 >= 2")
+        raise SourceError(f"{source}: class_embed.weight has {classes + no_object} rows; a {decoder} class head has "
+                          f"num_classes{' + 1' if no_object else ''} >= {1 + no_object}")
     enc = _layer_count(shapes, "transformer.encoder.layers.", source)
     dec = _layer_count(shapes, "transformer.decoder.layers.", source)
     if not dec:
         raise SourceError(f"{source}: no transformer.decoder.layers; a DETR has at least one decoder layer")
     linear1 = shapes["transformer.decoder.layers.0.linear1.weight"]
     facts += [
-        _told("model.hidden_dim", hidden, f"query_embed.weight of shape {shapes['query_embed.weight']}"),
-        _told("model.num_queries", queries, f"query_embed.weight of shape {shapes['query_embed.weight']}"),
+        _told("model.decoder", decoder, f"the weights of the {decoder} decoder"),
+        _told("model.hidden_dim", hidden, f"input_proj.weight of shape {shapes['input_proj.weight']}"),
+        _told("model.num_queries", queries, f"{queries_key} of shape {shapes[queries_key]}"),
         _told("model.num_classes", classes, f"class_embed.weight of shape {shapes['class_embed.weight']}"),
         _told("model.enc_layers", enc, f"{enc} transformer.encoder.layers"),
         _told("model.dec_layers", dec, f"{dec} transformer.decoder.layers"),
@@ -184,6 +223,21 @@ def _architecture_facts(shapes: dict[str, tuple], source: str) -> list[_Fact]:
     facts.append(_untold("model.encoder_abs_pos", lambda v: isinstance(v, bool), "no trace of it"))
     facts.append(_untold("model.aux_loss", lambda v: isinstance(v, bool), "no trace of it"))
     facts.append(_heads_fact(shapes, hidden))
+    if decoder == "dab":
+        facts += _dab_facts(shapes)
+    return facts
+
+
+def _dab_facts(shapes: dict[str, tuple]) -> list[_Fact]:
+    """DAB-DETR's patterns and activation (told), and what its recipe sets that the weights do not show."""
+    patterns = shapes.get("transformer.patterns.weight", (0,))[0]
+    prelu = "transformer.decoder.layers.0.activation.weight" in shapes
+    facts = [_told("model.num_patterns", patterns, f"{patterns} pattern embeddings"),
+             _told("model.activation", "prelu" if prelu else "relu",
+                   "PReLU parameters" if prelu else "no PReLU parameters")]
+    for key, value in RECIPE_DEFAULTS["dab"].items():
+        facts.append(_Fact(key, (value,), lambda v: v is not None, f"no trace of it; {key} may be {UNTOLD[key]}",
+                           told=False))
     return facts
 
 
@@ -252,7 +306,7 @@ def _irpe_fact(shapes: dict[str, tuple], heads: int) -> _Fact:
     if not tables:
         return _told("model.irpe", None, "no iRPE tables")
     sides = "".join(s for s in "qkv" if any(_side(k) == s for k in tables))
-    hidden = shapes["query_embed.weight"][1]
+    hidden = shapes["input_proj.weight"][0]
     prefixes = {s: f"{_ENC_ATTN}rpe_{s}." for s in sides}
     observed = {s: {k[len(p):]: v for k, v in tables.items() if k.startswith(p)} for s, p in prefixes.items()}
 
@@ -336,7 +390,7 @@ def _check_shapes(shapes: dict[str, tuple], overrides: list[str], source: str) -
     if missing or unexpected or wrong:
         parts = [f"{name} {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
                  for name, items in (("missing", missing), ("unexpected", unexpected), ("shapes", wrong)) if items]
-        raise SourceError(f"{source}: the weights do not fit the DETR their names suggest "
+        raise SourceError(f"{source}: the weights do not fit the model their names suggest "
                           f"({' '.join(overrides)}): {'; '.join(parts)}")
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadAttention
+from ..core.names import ACTIVATIONS
 from ..core.rpe_spec import RPESpec
 
 
@@ -24,11 +25,6 @@ def _with_pos(x, pos):
 
 def _feed_forward(x, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear, activation=F.relu):
     return linear2(dropout(activation(linear1(x))))
-
-
-#: the feed-forward activations of an encoder layer: DETR's ReLU, or DAB-DETR's PReLU (one learned
-#: slope per layer, a module named ``activation``)
-ACTIVATIONS = ("relu", "prelu")
 
 
 class EncoderLayer(nn.Module):

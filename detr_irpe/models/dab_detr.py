@@ -1,0 +1,242 @@
+"""DAB-DETR (Liu et al., 2022: dynamic anchor boxes) with the project's encoder, iRPE included.
+
+Each query owns a learned anchor box A = (x, y, w, h) (``refpoint_embed``, stored before the
+sigmoid), refined by every decoder layer. Compared with Conditional DETR:
+
+- Encoder: post-norm ``EncoderLayer`` s of ``transformer`` with a PReLU feed-forward; before every
+  layer (layer 0 included) the absolute encoding is scaled per token and channel by
+  ``encoder.query_scale`` (an MLP of the layer's input), so q = k = src + pos * query_scale(src)
+  and v = src. iRPE, when configured, enters that self-attention exactly as in DETR's encoder.
+  The image encoding is the sine of ``position_encoding`` at temperature 20 (the caller builds it).
+- Decoder, per layer: S = sine(A) has 4 x d/2 features ordered [y, x, w, h] (temperature 10000);
+  the positional query is ``ref_point_head(S)`` (2d -> d -> d); the spatial query of the
+  cross-attention is S[:d] times 1 at layer 0 and ``query_scale(output)`` after, its x half then
+  scaled by w_r / w and its y half by h_r / h with (w_r, h_r) = sigmoid(ref_anchor_head(output))
+  (the modulated attention, at every layer). Self- and cross-attention are Conditional DETR's (no
+  in-projection; the cross-attention concatenates content and position per head; ``ca_qpos_proj``
+  in layer 0 only).
+- Refinement: A' = sigmoid(bbox_embed(output) + logit(A)) from the un-normalised output; the next
+  layer gets A' detached. The heads read the normalised outputs: box_l = sigmoid(bbox_embed(
+  norm(output_l)) + logit(A_l)). One ``bbox_embed`` serves the decoder and the head (the state dict
+  holds it twice, ``bbox_embed.*`` and ``transformer.decoder.bbox_embed.*``, the same tensors).
+- ``num_patterns`` k > 0: ``transformer.patterns`` (k x d) are the decoder's initial content; the
+  queries become pattern-major k x num_queries, each pattern paired with every anchor.
+- Classes: sigmoid logits, one per class, no no-object logit (the focal loss reads them).
+
+Parameter names are the reference's (IDEA-Research/DAB-DETR), so its checkpoints load with
+``strict=True``. iRPE adds ``rpe_{q,k,v}`` tables to the encoder self-attention only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.names import ACTIVATIONS
+from ..core.rpe_spec import RPESpec
+from .backbone import Joiner
+from .detr import MLP, pad_images
+from .transformer import EncoderLayer
+
+#: the reference's logit clamps its argument to [1e-3, 1 - 1e-3] (Conditional DETR's to 1e-5)
+INVERSE_SIGMOID_EPS = 1e-3
+#: the temperature of the anchors' sine embedding (the image encoding's is the caller's: 20)
+ANCHOR_TEMPERATURE = 10000.0
+#: the encoder's query_scale is 256 wide in the reference whatever the model width, so the
+#: reference runs at hidden_dim 256 only; this model follows hidden_dim
+REFERENCE_HIDDEN_DIM = 256
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = INVERSE_SIGMOID_EPS) -> torch.Tensor:
+    """logit(x) with x clamped to [0, 1], then x and 1 - x each to at least ``eps``."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def anchor_sine_embedding(anchors: torch.Tensor, d_model: int) -> torch.Tensor:
+    """(..., 4) normalised (x, y, w, h) -> (..., 2 * d_model): [sine(y), sine(x), sine(w), sine(h)],
+    each d_model / 2 features 2*pi*c / 10000^(2*floor(i/2)/(d_model/2)), sine at even i, cosine at
+    odd i."""
+    n = d_model // 2
+    dim_t = torch.arange(n, dtype=torch.float32, device=anchors.device)
+    dim_t = ANCHOR_TEMPERATURE ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / n)
+
+    def embed(c):
+        c = (c * (2 * math.pi))[..., None] / dim_t
+        return torch.stack((c[..., 0::2].sin(), c[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    x, y, w, h = anchors.unbind(-1)
+    return torch.cat((embed(y), embed(x), embed(w), embed(h)), dim=-1)
+
+
+class PreProjectedAttention(nn.Module):
+    """Multi-head attention over queries, keys and values projected by the caller: no
+    in-projection, only ``out_proj`` (value width to value width). Queries and keys may be wider
+    than values (per head ``qk_dim / heads`` against ``value_dim / heads``); the logits are scaled
+    by ``(qk_dim / heads)^-0.5``. Tensors are batch-first."""
+
+    def __init__(self, qk_dim: int, value_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if qk_dim % num_heads or value_dim % num_heads:
+            raise ValueError(f"attention widths {qk_dim} (queries, keys) and {value_dim} (values) must be "
+                             f"divisible by the {num_heads} heads")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.scale = (qk_dim // num_heads) ** -0.5
+        self.out_proj = nn.Linear(value_dim, value_dim)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, key_padding_mask=None):
+        """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); ``key_padding_mask`` (B, S) True on
+        padding. Returns (B, L, Ev)."""
+        B, L, _ = query.shape
+        S, Ev = value.shape[1], value.shape[2]
+        split = lambda x, n: x.reshape(B, n, self.num_heads, -1).transpose(1, 2)  # noqa: E731
+        keep = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(split(query, L), split(key, S), split(value, S), attn_mask=keep,
+                                             dropout_p=self.dropout if self.training else 0.0, scale=self.scale)
+        return self.out_proj(out.transpose(1, 2).reshape(B, L, Ev))
+
+
+class DABEncoder(nn.Module):
+    """DAB-DETR's encoder: ``layers`` (post-norm ``EncoderLayer`` s, iRPE when configured) and
+    ``query_scale``, an MLP d -> d -> d of each layer's input that scales the absolute encoding
+    per token and channel, at every layer: q = k = src + pos * query_scale(src), v = src.
+
+    ``encoder_pos`` False (the "relative only" setting): no absolute term at all in the encoder's
+    queries and keys (q = k = src; position enters only through iRPE), and no ``query_scale``
+    module, which would have nothing to scale. The decoder's cross-attention keys still get the
+    absolute encoding."""
+
+    def __init__(self, layer: EncoderLayer, num_layers: int, d_model: int, encoder_pos: bool = True):
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.query_scale = MLP(d_model, d_model, d_model, 2) if encoder_pos else None
+        self.encoder_pos = encoder_pos
+
+    def forward(self, src, mask=None, pos=None, shape=None, need_weights=False):
+        """src, pos (B, L, C); mask (B, L) True on padding; shape (H, W). Returns (memory, the
+        attention weights of each layer or Nones)."""
+        weights = []
+        for layer in self.layers:
+            scaled = pos * self.query_scale(src) if self.encoder_pos else None
+            src, w = layer(src, mask, scaled, shape, need_weights)
+            weights.append(w)
+        return src, weights
+
+
+class DABDecoderLayer(nn.Module):
+    """DAB-DETR's post-norm decoder layer: self-attention of the queries, cross-attention with
+    per-head [content ; position] queries and keys, PReLU (or ReLU) feed-forward. ``first`` makes
+    the layer-0 variant, whose query and key also get the sum of content and position
+    (``ca_qpos_proj``)."""
+
+    def __init__(self, d_model: int, nhead: int, *, dim_feedforward: int = 2048, dropout: float = 0.0,
+                 activation: str = "prelu", first: bool = True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"decoder activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        linear = lambda: nn.Linear(d_model, d_model)  # noqa: E731
+        self.sa_qcontent_proj, self.sa_qpos_proj = linear(), linear()
+        self.sa_kcontent_proj, self.sa_kpos_proj = linear(), linear()
+        self.sa_v_proj = linear()
+        self.self_attn = PreProjectedAttention(d_model, d_model, nhead, dropout)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.ca_qcontent_proj = linear()
+        self.ca_qpos_proj = linear() if first else None
+        self.ca_kcontent_proj, self.ca_kpos_proj = linear(), linear()
+        self.ca_v_proj = linear()
+        self.ca_qpos_sine_proj = linear()
+        self.cross_attn = PreProjectedAttention(2 * d_model, d_model, nhead, dropout)
+        self.nhead = nhead
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.activation = nn.PReLU() if activation == "prelu" else None
+
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed):
+        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S)."""
+        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
+        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
+
+        q = self.ca_qcontent_proj(tgt)
+        k = self.ca_kcontent_proj(memory)
+        k_pos = self.ca_kpos_proj(pos)
+        if self.ca_qpos_proj is not None:  # layer 0: k_pos is in both halves of the key
+            q = q + self.ca_qpos_proj(query_pos)
+            k = k + k_pos
+        q = self._per_head(q, self.ca_qpos_sine_proj(query_sine_embed))
+        k = self._per_head(k, k_pos)
+        attn = self.cross_attn(q, k, self.ca_v_proj(memory), key_padding_mask=memory_mask)
+        tgt = self.norm2(tgt + self.dropout2(attn))
+        act = F.relu if self.activation is None else self.activation
+        return self.norm3(tgt + self.dropout3(self.linear2(self.dropout(act(self.linear1(tgt))))))
+
+    def _per_head(self, content, position):
+        """(B, N, C) twice -> (B, N, 2C): per head, its content features then its position's."""
+        B, N, C = content.shape
+        h = self.nhead
+        return torch.cat([content.view(B, N, h, C // h), position.view(B, N, h, C // h)], dim=-1).view(B, N, 2 * C)
+
+
+class DABDecoder(nn.Module):
+    """The decoder stack with ``norm``, ``query_scale`` (d -> d -> d), ``ref_point_head``
+    (2d -> d -> d), ``ref_anchor_head`` (d -> d -> 2) and, once the detector attaches it, the
+    shared ``bbox_embed`` that refines the anchors between layers."""
+
+    def __init__(self, layer: DABDecoderLayer, num_layers: int, d_model: int):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"DAB-DETR needs at least one decoder layer, got {num_layers}")
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        for later in self.layers[1:]:
+            later.ca_qpos_proj = None
+        self.norm = nn.LayerNorm(d_model)
+        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
+        self.ref_anchor_head = MLP(d_model, d_model, 2, 2)
+        self.bbox_embed: MLP | None = None  # the detector's box head, attached by DABDETR
+        self.d_model = d_model
+
+    def forward(self, tgt, memory, memory_mask, pos, refpoints_unsigmoid):
+        """tgt (B, Q, C) initial content; memory, pos (B, S, C); memory_mask (B, S);
+        refpoints_unsigmoid (B, Q, 4). Returns (normalised output of every layer (layers, B, Q, C),
+        the anchor each layer used (layers, B, Q, 4), in the graph as the reference returns them)."""
+        d = self.d_model
+        anchors = refpoints_unsigmoid.sigmoid()
+        used, outputs = [], []
+        output = tgt
+        for i, layer in enumerate(self.layers):
+            used.append(anchors)
+            sine = anchor_sine_embedding(anchors, d)
+            query_pos = self.ref_point_head(sine)
+            spatial = sine[..., :d] if i == 0 else sine[..., :d] * self.query_scale(output)
+            ref_wh = self.ref_anchor_head(output).sigmoid()
+            # modulated attention: y half by h_r / h, x half by w_r / w
+            spatial = torch.cat((spatial[..., : d // 2] * (ref_wh[..., 1] / anchors[..., 3]).unsqueeze(-1),
+                                 spatial[..., d // 2:] * (ref_wh[..., 0] / anchors[..., 2]).unsqueeze(-1)), dim=-1)
+            output = layer(output, memory, memory_mask, pos, query_pos, spatial)
+            if i < len(self.layers) - 1:
+                # the last layer's refinement feeds nothing: not computed
+                anchors = (self.bbox_embed(output) + inverse_sigmoid(used[-1])).sigmoid()
+                anchors = anchors if self.training or torch.is_grad_enabled() else anchors
+                used_next = anchors
+                anchors = used_next
+                used.append(None)  # placeholder replaced below
+                used.pop()
+                anchors_for_next = used_next.detach()
+                self._next = used_next
+                anchors = anchors_for_next
+                used_pending = used_next
+                used.append(used_pending)
+                used.pop()
+                self._pending = used_pending
+            outputs.append(self.norm(output))
+        return torch.stack(outputs), torch.stack(used)
