@@ -20,13 +20,19 @@ NO_WEIGHTS = "model.backbone.weights=none"
 def test_entry_agrees_with_its_file_name_and_builds_a_config(name):
     entry = ZOO[name]
     assert entry.name == name
-    assert entry.url.endswith("/" + entry.file_name)
-    assert entry.sha256 == hash_in_name(entry.file_name)  # DETR: the name's hash prefix; iRPE: none
-    assert entry.url.startswith(DETR_URL if entry.sha256 else IRPE_URL)
     cfg = load_config(None, [*entry.overrides, NO_WEIGHTS])
     assert cfg.model.num_classes == 91
     assert cfg.model.backbone.dilation == ("dc5" in name)
     assert cfg.model.backbone.name == ("resnet101" if "r101" in name else "resnet50")
+    assert cfg.model.decoder == {"conditional": "conditional", "dab": "dab"}.get(name.split("-")[0], "detr")
+    if cfg.model.decoder != "detr":  # on cloud drives: downloaded by hand from the page
+        assert entry.url is None and entry.page.startswith("https://") and entry.file_name.endswith(".pth")
+        assert cfg.model.num_patterns == (3 if name.endswith("3pat") else 0)
+        assert cfg.model.random_refpoints_xy == name.endswith("fixxy")
+        return
+    assert entry.url.endswith("/" + entry.file_name)
+    assert entry.sha256 == hash_in_name(entry.file_name)  # DETR: the name's hash prefix; iRPE: none
+    assert entry.url.startswith(DETR_URL if entry.sha256 else IRPE_URL)
     if name.startswith("irpe-"):
         side = int(name.split("-")[3].split("x")[0])
         assert cfg.model.irpe.num_buckets == side * side
@@ -76,3 +82,16 @@ def test_table_rows_show_each_entry_and_a_command_that_parses():
 def test_entries_are_frozen():
     with pytest.raises(AttributeError):
         ZOO["detr-r50"].url = "http://elsewhere/"
+
+
+def test_a_model_downloaded_by_hand_is_read_from_the_cache_or_named_with_its_page(hub, capsys):
+    from detr_irpe.hub.loader import local_file
+
+    entry = zoo_entry("dab-detr-r50-3pat")
+    with pytest.raises(SourceError, match=r"zoo model dab-detr-r50-3pat is on a cloud drive.*download its checkpoint "
+                                          r".* from https://drive.google.com/.* put it at .*checkpoints/"
+                                          r"dab_detr_r50_3pat.pth, or give the file's path"):
+        local_file(entry.name)
+    hub.mkdir(parents=True)
+    (hub / entry.file_name).write_bytes(b"by hand")
+    assert local_file(entry.name) == hub / entry.file_name

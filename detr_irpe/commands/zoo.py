@@ -1,12 +1,15 @@
-"""``detr-irpe zoo``: the released DETR and iRPE-DETR models, with the command that evaluates each."""
+"""``detr-irpe zoo``: the released DETR, iRPE-DETR, Conditional DETR and DAB-DETR models, with the
+command that evaluates each."""
 
 from __future__ import annotations
 
 from .cli import Parser, parse_command_line
 
-USAGE = """The released DETR and iRPE-DETR models (COCO val2017 box AP as published). A zoo name is a
-model source for every command (evaluate, predict, visualize, export, train --init-from): the file
-is downloaded once into the torch hub cache and checked against its hash where one is known.
+USAGE = """The released DETR, iRPE-DETR, Conditional DETR and DAB-DETR models (COCO val2017 box AP as
+published). A zoo name is a model source for every command (evaluate, predict, visualize, export,
+train --init-from): a DETR or iRPE-DETR file is downloaded once into the torch hub cache and checked
+against its hash where one is known; Conditional DETR's and DAB-DETR's are on cloud drives and are
+downloaded by hand (the error names the page and where to put the file), or given by path.
 
   detr-irpe zoo
   detr-irpe zoo --markdown

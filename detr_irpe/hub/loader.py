@@ -103,12 +103,12 @@ def local_file(source: str | os.PathLike) -> Path:
     """The local file of a source that is one file: a zoo name or URL is downloaded (once) and
     checked; a path is returned as it is."""
     from .download import download
-    from .zoo import ZOO, zoo_entry
+    from .zoo import ZOO, manual_file, zoo_entry
 
     text = str(source)
     if text in ZOO:
         entry = zoo_entry(text)
-        return download(entry.url, sha256=entry.sha256)
+        return download(entry.url, sha256=entry.sha256) if entry.url else manual_file(entry)
     if URL.match(text):
         return download(text)
     return Path(text).expanduser()

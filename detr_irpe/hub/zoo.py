@@ -1,15 +1,23 @@
-"""The model zoo: the released DETR and iRPE-DETR models (COCO val2017 box AP as published), where
-their files are, and the config values that define their architecture."""
+"""The model zoo: the released DETR, iRPE-DETR, Conditional DETR and DAB-DETR models (COCO val2017
+box AP as published), where their files are, and the config values that define their architecture.
+
+Conditional DETR's and DAB-DETR's files are on cloud drives (share pages, no direct file address):
+they are downloaded by hand from the entry's ``page`` and read from the torch hub cache under
+``file_name``, or given by path."""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.errors import SourceError
 
 DETR_URL = "https://dl.fbaipublicfiles.com/detr/"
 IRPE_URL = "https://github.com/wkcn/iRPE-model-zoo/releases/download/1.0/"
+#: the share pages of the family's releases (their READMEs' model tables)
+CONDITIONAL_PAGE = "https://github.com/Atten4Vis/ConditionalDETR#model-zoo"
+DAB_PAGE = "https://drive.google.com/drive/folders/1ByfbyCZL8o6zOKqH6dQFCsVQ8dgRXfUU"
 
 #: what every released model shares: COCO's 91 class ids, 8 heads, the sine encoding in the
 #: encoder and decoder, auxiliary decoder outputs (the values the weights themselves do not tell)
@@ -21,10 +29,10 @@ ZOO_COLUMNS = ("name", "AP", "epochs", "architecture", "evaluate")
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One released model."""
+    """One released model; ``url`` None: a file downloaded by hand from ``page``."""
 
     name: str
-    url: str
+    url: str | None
     file_name: str
     #: the start of the file's sha256 (the DETR files carry it in their names), or None
     sha256: str | None
@@ -34,6 +42,7 @@ class ZooEntry:
     ap: float
     epochs: int
     description: str
+    page: str | None = None
 
     def setting(self, key: str) -> str | None:
         """The value (as written) that ``overrides`` give ``key``, or None."""
@@ -46,6 +55,11 @@ class ZooEntry:
         text = {"resnet50": "R50", "resnet101": "R101"}[self.setting("model.backbone.name")]
         if self.setting("model.backbone.dilation") == "true":
             text += "-DC5"
+        decoder = {"conditional": "Conditional ", "dab": "DAB "}.get(self.setting("model.decoder"), "")
+        patterns = self.setting("model.num_patterns")
+        text = decoder + text + (f", {patterns} patterns" if patterns not in (None, "0") else "")
+        if self.setting("model.random_refpoints_xy") == "true":
+            text += ", random xy"
         irpe = self.setting("model.irpe")
         return f"{text} + {irpe}" if irpe not in (None, "null") else text
 
@@ -71,6 +85,24 @@ def _irpe(name: str, irpe: str, file_name: str, epochs: int, ap: float, descript
         ap=ap, epochs=epochs, description=description)
 
 
+def _conditional(name: str, file_name: str, backbone: str, dilation: bool, ap: float) -> ZooEntry:
+    return ZooEntry(
+        name=name, url=None, file_name=file_name, sha256=None, page=CONDITIONAL_PAGE,
+        overrides=("model.decoder=conditional", f"model.backbone.name={backbone}",
+                   f"model.backbone.dilation={str(dilation).lower()}", "model.irpe=null", "model.num_select=100",
+                   *_COMMON),
+        ap=ap, epochs=50, description=f"Conditional DETR, {name.split('-', 2)[2].upper()}, 50 epochs")
+
+
+def _dab(name: str, file_name: str, dilation: bool, ap: float, patterns: int = 0, fixed_xy: bool = False) -> ZooEntry:
+    return ZooEntry(
+        name=name, url=None, file_name=file_name, sha256=None, page=DAB_PAGE,
+        overrides=("model.decoder=dab", "model.backbone.name=resnet50", f"model.backbone.dilation={str(dilation).lower()}",
+                   "model.irpe=null", "model.activation=prelu", "model.pe_temperature=20", "model.num_select=300",
+                   f"model.num_patterns={patterns}", f"model.random_refpoints_xy={str(fixed_xy).lower()}", *_COMMON),
+        ap=ap, epochs=50, description=f"DAB-DETR, {name.split('-', 2)[2].upper()}, 50 epochs")
+
+
 ZOO: dict[str, ZooEntry] = {e.name: e for e in (
     _detr("detr-r50", "detr-r50-e632da11.pth", "e632da11", "resnet50", False, 42.0, "DETR, ResNet-50, 500 epochs"),
     _detr("detr-r50-dc5", "detr-r50-dc5-f0fb7ef5.pth", "f0fb7ef5", "resnet50", True, 43.3,
@@ -84,7 +116,29 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
           "DETR-R50 with iRPE on keys (product method, 9x9 buckets, contextual, shared), 150 epochs"),
     _irpe("irpe-detr-r50-9x9-300e", "rpe-2.0-product-ctx-1-k", "rpe-2.0-product-ctx-1-k_300epochs.pth", 300, 42.2,
           "DETR-R50 with iRPE on keys (product method, 9x9 buckets, contextual, shared), 300 epochs"),
+    _conditional("conditional-detr-r50", "ConditionalDETR_r50_epoch50.pth", "resnet50", False, 41.0),
+    _conditional("conditional-detr-r50-dc5", "ConditionalDETR_r50dc5_epoch50.pth", "resnet50", True, 43.7),
+    _conditional("conditional-detr-r101", "ConditionalDETR_r101_epoch50.pth", "resnet101", False, 42.8),
+    _conditional("conditional-detr-r101-dc5", "ConditionalDETR_r101dc5_epoch50.pth", "resnet101", True, 45.0),
+    _dab("dab-detr-r50", "dab_detr_r50.pth", False, 42.2),
+    _dab("dab-detr-r50-3pat", "dab_detr_r50_3pat.pth", False, 42.6, patterns=3),
+    _dab("dab-detr-r50-dc5", "dab_detr_r50_dc5.pth", True, 44.5),
+    _dab("dab-detr-r50-dc5-fixxy", "dab_detr_r50_dc5_fixxy.pth", True, 44.7, fixed_xy=True),
+    _dab("dab-detr-r50-dc5-3pat", "dab_detr_r50_dc5_3pat.pth", True, 45.7, patterns=3),
 )}
+
+
+def manual_file(entry: ZooEntry) -> Path:
+    """The file of an entry downloaded by hand: the torch hub cache's ``checkpoints/<file_name>``;
+    a SourceError saying where to get it when it is not there."""
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / entry.file_name
+    if not path.is_file():
+        raise SourceError(f"zoo model {entry.name} is on a cloud drive, which gives no direct file address: download "
+                          f"its checkpoint ({entry.description}) from {entry.page} by hand and put it at {path}, or "
+                          f"give the file's path as the model source")
+    return path
 
 
 def zoo_entry(name: str) -> ZooEntry:

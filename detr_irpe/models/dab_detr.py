@@ -210,33 +210,137 @@ class DABDecoder(nn.Module):
         refpoints_unsigmoid (B, Q, 4). Returns (normalised output of every layer (layers, B, Q, C),
         the anchor each layer used (layers, B, Q, 4), in the graph as the reference returns them)."""
         d = self.d_model
-        anchors = refpoints_unsigmoid.sigmoid()
-        used, outputs = [], []
+        anchors = refpoints_unsigmoid.sigmoid()  # what the layer computes with
+        used = [anchors]  # what the heads read: the refined anchors before the detach
+        outputs = []
         output = tgt
         for i, layer in enumerate(self.layers):
-            used.append(anchors)
             sine = anchor_sine_embedding(anchors, d)
             query_pos = self.ref_point_head(sine)
             spatial = sine[..., :d] if i == 0 else sine[..., :d] * self.query_scale(output)
             ref_wh = self.ref_anchor_head(output).sigmoid()
-            # modulated attention: y half by h_r / h, x half by w_r / w
+            # modulated attention: the y half by h_r / h, the x half by w_r / w
             spatial = torch.cat((spatial[..., : d // 2] * (ref_wh[..., 1] / anchors[..., 3]).unsqueeze(-1),
                                  spatial[..., d // 2:] * (ref_wh[..., 0] / anchors[..., 2]).unsqueeze(-1)), dim=-1)
             output = layer(output, memory, memory_mask, pos, query_pos, spatial)
-            if i < len(self.layers) - 1:
-                # the last layer's refinement feeds nothing: not computed
-                anchors = (self.bbox_embed(output) + inverse_sigmoid(used[-1])).sigmoid()
-                anchors = anchors if self.training or torch.is_grad_enabled() else anchors
-                used_next = anchors
-                anchors = used_next
-                used.append(None)  # placeholder replaced below
-                used.pop()
-                anchors_for_next = used_next.detach()
-                self._next = used_next
-                anchors = anchors_for_next
-                used_pending = used_next
-                used.append(used_pending)
-                used.pop()
-                self._pending = used_pending
+            if i < len(self.layers) - 1:  # the last layer's refinement would feed nothing
+                refined = (self.bbox_embed(output) + inverse_sigmoid(anchors)).sigmoid()
+                used.append(refined)
+                anchors = refined.detach()
             outputs.append(self.norm(output))
         return torch.stack(outputs), torch.stack(used)
+
+
+class DABTransformer(nn.Module):
+    """DAB-DETR's encoder (``DABEncoder``: the project's encoder layers, iRPE included) and decoder,
+    and ``patterns`` when ``num_patterns`` > 0."""
+
+    def __init__(self, d_model: int = REFERENCE_HIDDEN_DIM, nhead: int = 8, *, num_queries: int = 300,
+                 num_encoder_layers: int = 6, num_decoder_layers: int = 6, dim_feedforward: int = 2048,
+                 dropout: float = 0.0, activation: str = "prelu", rpe: RPESpec | None = None,
+                 encoder_pos: bool = True, attention_kernel: str = "auto", num_patterns: int = 0):
+        super().__init__()
+        if num_patterns < 0:
+            raise ValueError(f"num_patterns must be >= 0, got {num_patterns}")
+        enc_layer = EncoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout, rpe=rpe,
+                                 attention_kernel=attention_kernel, activation=activation)
+        self.encoder = DABEncoder(enc_layer, num_encoder_layers, d_model, encoder_pos)
+        dec_layer = DABDecoderLayer(d_model, nhead, dim_feedforward=dim_feedforward, dropout=dropout,
+                                    activation=activation)
+        self.decoder = DABDecoder(dec_layer, num_decoder_layers, d_model)
+        # as the reference: Xavier-uniform on every matrix built so far (the iRPE tables included,
+        # as DETR's); the patterns below keep N(0, 1)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        self.patterns = nn.Embedding(num_patterns, d_model) if num_patterns > 0 else None
+        self.d_model, self.nhead, self.num_queries, self.num_patterns = d_model, nhead, num_queries, num_patterns
+        self.encoder_pos = encoder_pos
+
+    def forward(self, src, mask, refpoint_embed, pos_embed, need_weights=False):
+        """src (B, C, H, W), mask (B, H, W) True on padding, refpoint_embed (Q, 4) before the sigmoid,
+        pos_embed like src. Returns (decoder outputs (layers, B, Q', C), anchors (layers, B, Q', 4),
+        encoder weights), Q' = num_patterns x Q with patterns (pattern-major), else Q."""
+        if pos_embed is None:
+            raise ValueError("DAB-DETR's cross-attention keys need the absolute position encoding of the "
+                             "feature map; the backbone's position encoding returned none (use sine)")
+        B, C, H, W = src.shape
+        src = src.flatten(2).transpose(1, 2)
+        pos = pos_embed.flatten(2).transpose(1, 2)
+        mask = mask.flatten(1)
+        memory, weights = self.encoder(src, mask, pos, (H, W), need_weights)
+        Q = refpoint_embed.shape[0]
+        if self.patterns is None:
+            tgt = memory.new_zeros(B, Q, C)
+        else:
+            k = self.num_patterns
+            # query p * Q + q: pattern p's content with anchor q
+            tgt = self.patterns.weight[:, None, :].expand(k, Q, C).reshape(k * Q, C).unsqueeze(0).expand(B, -1, -1)
+            refpoint_embed = refpoint_embed.repeat(k, 1)
+        refpoints = refpoint_embed.unsqueeze(0).expand(B, -1, -1)
+        hs, anchors = self.decoder(tgt, memory, mask, pos, refpoints)
+        return hs, anchors, weights
+
+
+class DABDETR(nn.Module):
+    """DAB-DETR; ``forward`` returns ``pred_logits`` (B, Q', classes: sigmoid logits, no no-object
+    class), ``pred_boxes`` (B, Q', 4, normalised cx, cy, w, h), ``anchors`` (decoder layers, B, Q',
+    4: the anchor box each layer used, normalised cx, cy, w, h) and, with auxiliary loss,
+    ``aux_outputs`` of the earlier layers; Q' = num_patterns x num_queries with patterns, else
+    num_queries.
+
+    ``backbone`` is a ``Joiner`` whose position encoding is the sine at temperature 20 for the
+    reference's model (``build_position_encoding("sine", hidden_dim, temperature=20)``).
+    ``random_refpoints_xy`` initialises the anchors' x, y as logit(U(0, 1)); as in the reference
+    they are not frozen (its ``requires_grad = False`` lands on a copy), so they still train."""
+
+    def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300,
+                 hidden_dim: int = REFERENCE_HIDDEN_DIM, nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.0, activation: str = "prelu",
+                 rpe: RPESpec | None = None, encoder_pos: bool = True, attention_kernel: str = "auto",
+                 aux_loss: bool = True, num_patterns: int = 0, random_refpoints_xy: bool = False):
+        super().__init__()
+        if hidden_dim % (2 * nheads):
+            raise ValueError(f"DAB-DETR needs hidden_dim divisible by 2 x nheads, got {hidden_dim} and {nheads}")
+        self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss
+        self.transformer = DABTransformer(hidden_dim, nheads, num_queries=num_queries, num_encoder_layers=enc_layers,
+                                          num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward,
+                                          dropout=dropout, activation=activation, rpe=rpe, encoder_pos=encoder_pos,
+                                          attention_kernel=attention_kernel, num_patterns=num_patterns)
+        self.class_embed = nn.Linear(hidden_dim, num_classes)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.refpoint_embed = nn.Embedding(num_queries, 4)
+        if random_refpoints_xy:
+            with torch.no_grad():
+                xy = self.refpoint_embed.weight[:, :2]
+                xy.copy_(inverse_sigmoid(xy.uniform_(0, 1)))
+        self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
+        self.backbone = backbone
+        self.transformer.decoder.bbox_embed = self.bbox_embed  # one box head: refinement and predictions
+        # focal-loss prior: every class starts at probability 0.01; boxes start at their anchors
+        prior = 0.01
+        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
+        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+
+    def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
+        """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
+        mask (True on padding; None means no padding). ``need_weights`` adds the encoder
+        self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer) and
+        the feature map's (H, W) under ``feature_shape``."""
+        if isinstance(images, (list, tuple)):
+            images, mask = pad_images(list(images))
+        elif mask is None:
+            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        feat, mask, pos = self.backbone(images, mask)
+        hs, anchors, weights = self.transformer(self.input_proj(feat), mask, self.refpoint_embed.weight, pos,
+                                                need_weights=need_weights)
+        logits = self.class_embed(hs)
+        boxes = (self.bbox_embed(hs) + inverse_sigmoid(anchors)).sigmoid()
+        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "anchors": anchors}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        if need_weights:
+            out["encoder_attention"] = weights
+            out["feature_shape"] = tuple(feat.shape[-2:])
+        return out
