@@ -5,8 +5,9 @@ self-attention may carry iRPE, the absolute encoding added to its queries and ke
 ``encoder_pos`` is False ("relative only"). The decoder is Conditional DETR's:
 
 - reference points s = sigmoid(ref_point_head(query_embed)), computed once, shared by all layers;
-- each layer's spatial query is sine(s) (128 features per coordinate), times 1 at layer 0 and
-  ``query_scale`` of the previous layer's un-normalised output after;
+- each layer's spatial query is sine(s) (hidden_dim / 2 features per coordinate: the reference
+  hard-codes 128 and runs at hidden_dim 256 only), times 1 at layer 0 and ``query_scale`` of the
+  previous layer's un-normalised output after;
 - the cross-attention concatenates, per head, the content part and the positional part of queries
   and keys (so its heads are twice as wide as the values'), with no in-projection: the ``sa_*`` and
   ``ca_*`` linear layers project first; the layer-0 query and key also get the DETR-style sum of
@@ -36,11 +37,11 @@ from .backbone import Joiner
 from .detr import MLP, pad_images
 from .transformer import Encoder, EncoderLayer
 
-#: the reference's sine embedding of a reference point has 128 features per coordinate, a
-#: constant in its code (not hidden_dim // 2); its y and x halves feed ca_qpos_sine_proj, a
-#: hidden_dim -> hidden_dim layer, so the model is defined at hidden_dim 256 only
-SINE_FEATURES = 128
-HIDDEN_DIM = 2 * SINE_FEATURES
+#: the reference's hidden size. Its sine embedding of a reference point has 128 features per
+#: coordinate, a constant in its code; here it has hidden_dim // 2, the same math at 256 (the
+#: embedding feeds ca_qpos_sine_proj, a hidden_dim -> hidden_dim layer, so the reference only
+#: runs at 256), which lets smaller models (the tiny configs' 128) keep the design
+REFERENCE_HIDDEN_DIM = 256
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -49,13 +50,12 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-def sine_embedding(points: torch.Tensor) -> torch.Tensor:
-    """(..., 2) normalised (x, y) -> (..., 256): [sine(y), sine(x)], each 128 features
-    2*pi*c / 10000^(2*floor(i/2)/128), sine at even i and cosine at odd i (as the image encoding).
-
-    The 128 is the reference's hard-coded constant (see SINE_FEATURES)."""
-    dim_t = torch.arange(SINE_FEATURES, dtype=torch.float32, device=points.device)
-    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / SINE_FEATURES)
+def sine_embedding(points: torch.Tensor, num_feats: int = REFERENCE_HIDDEN_DIM // 2) -> torch.Tensor:
+    """(..., 2) normalised (x, y) -> (..., 2 * num_feats): [sine(y), sine(x)], each ``num_feats``
+    features 2*pi*c / 10000^(2*floor(i/2)/num_feats), sine at even i and cosine at odd i (as the
+    image encoding). The reference hard-codes num_feats = 128; the model passes hidden_dim // 2."""
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=points.device)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
 
     def embed(c):
         c = (c * (2 * math.pi))[..., None] / dim_t
@@ -167,7 +167,7 @@ class ConditionalDecoder(nn.Module):
     def forward(self, tgt, memory, memory_mask, pos, query_pos):
         """Returns (normalised output of every layer (layers, B, Q, C), reference points (B, Q, 2))."""
         reference_points = self.ref_point_head(query_pos).sigmoid()
-        sine = sine_embedding(reference_points)
+        sine = sine_embedding(reference_points, query_pos.shape[-1] // 2)
         outputs = []
         for i, layer in enumerate(self.layers):
             query_sine_embed = sine if i == 0 else sine * self.query_scale(tgt)
@@ -180,7 +180,7 @@ class ConditionalTransformer(nn.Module):
     """DETR's encoder (with iRPE and ``encoder_pos`` as ``transformer.Transformer``) and Conditional
     DETR's decoder."""
 
-    def __init__(self, d_model: int = HIDDEN_DIM, nhead: int = 8, *, num_encoder_layers: int = 6,
+    def __init__(self, d_model: int = REFERENCE_HIDDEN_DIM, nhead: int = 8, *, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
                  rpe: RPESpec | None = None, encoder_pos: bool = True, attention_kernel: str = "auto"):
         super().__init__()
@@ -216,15 +216,16 @@ class ConditionalDETR(nn.Module):
     no-object class), ``pred_boxes`` (B, Q, 4, normalised cx, cy, w, h), ``reference_points``
     (B, Q, 2, normalised x, y) and, with auxiliary loss, ``aux_outputs`` of the earlier layers."""
 
-    def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300, hidden_dim: int = HIDDEN_DIM,
-                 nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6, dim_feedforward: int = 2048,
-                 dropout: float = 0.1, rpe: RPESpec | None = None, encoder_pos: bool = True,
-                 attention_kernel: str = "auto", aux_loss: bool = True):
+    def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300,
+                 hidden_dim: int = REFERENCE_HIDDEN_DIM, nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, rpe: RPESpec | None = None,
+                 encoder_pos: bool = True, attention_kernel: str = "auto", aux_loss: bool = True):
         super().__init__()
-        if hidden_dim != HIDDEN_DIM:
-            raise ValueError(f"Conditional DETR needs hidden_dim {HIDDEN_DIM}, got {hidden_dim}: the sine embedding "
-                             f"of its reference points has {SINE_FEATURES} features per coordinate, a constant of "
-                             f"the reference code, and feeds a hidden_dim-wide layer")
+        if hidden_dim % 4 or hidden_dim % nheads:
+            raise ValueError(f"Conditional DETR needs hidden_dim divisible by 4 and by nheads, got hidden_dim "
+                             f"{hidden_dim} and nheads {nheads}: the sine embedding of its reference points has "
+                             f"hidden_dim / 2 features per coordinate, sine-cosine pairs (the reference: 128 at 256), "
+                             f"and each head takes hidden_dim / nheads of them")
         if dec_layers < 1:
             raise ValueError(f"Conditional DETR needs at least one decoder layer, got dec_layers={dec_layers}")
         self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss

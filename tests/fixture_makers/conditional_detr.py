@@ -80,6 +80,7 @@ def main(argv=None) -> None:
         parser.error(f"{args.reference} holds no models/conditional_detr.py")
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # as the tests (tests/conftest.py): the same reduction order
     backbone_mod, cd, matcher_mod, transformer_mod, misc = import_reference(args.reference)
     c = CONFIG
     ns = argparse.Namespace(**c)
