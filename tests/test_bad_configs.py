@@ -29,11 +29,13 @@ def cache(tmp_path_factory):
     ("model.num_patterns=3", ["model.num_patterns=3 is an option of the DAB-DETR decoder", "model.decoder=dab"]),
     ("model.activation=prelu", ["model.activation=prelu is an option of the DAB-DETR decoder"]),
     ("model.pe_temperature=0", ["model.pe_temperature must be a finite number > 0"]),
+    ("model.decoder=conditional model.position_embedding=none", ["model.position_embedding=none leaves the "
+                                                                  "conditional decoder without the positions"]),
 ], ids=["unknown key", "wrong type", "negative lr", "zero queries", "ratio", "bias on values", "unknown decoder",
-        "dab option elsewhere", "prelu elsewhere", "temperature"])
+        "dab option elsewhere", "prelu elsewhere", "temperature", "no positions for a sigmoid decoder"])
 def test_bad_configs_are_refused_with_one_line(override, words, tmp_path, cache, capsys):
     out = existing_run(tmp_path)
-    expect_error(capsys, train_main, micro(cache, out) + [override], *words, out=out)
+    expect_error(capsys, train_main, micro(cache, out) + override.split(), *words, out=out)
 
 
 def test_a_missing_base_file_is_named(tmp_path, capsys):

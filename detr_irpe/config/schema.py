@@ -126,6 +126,9 @@ class ModelConfig(Section):
                 if getattr(self, name) != off:
                     raise ConfigError(f"{at}.{name}={getattr(self, name)} is an option of the DAB-DETR decoder; "
                                       f"set {at}.decoder=dab or leave {at}.{name} at {off}")
+        if self.decoder != "detr" and self.position_embedding == "none":
+            raise ConfigError(f"{at}.position_embedding=none leaves the {self.decoder} decoder without the positions "
+                              f"its cross-attention keys need; use sine or learned")
         if self.decoder != "detr" and self.pre_norm:
             raise ConfigError(f"{at}.pre_norm is not an option of the {self.decoder} decoder (post-norm only, as "
                               f"its reference); set {at}.pre_norm=false")

@@ -1,0 +1,96 @@
+"""The sigmoid decoders end to end through the commands, each with the iRPE encoder: train, an exact
+resume mid-epoch, evaluate (the project's checkpoint, and weights only without a config), predict,
+and ONNX export with its parity check."""
+
+import json
+
+import pytest
+import torch
+from engine_helpers import micro, run_tool, same_weights, tool_main, weights
+
+from detr_irpe.config import load_config
+from detr_irpe.engine.hooks import Hook
+from detr_irpe.engine.interrupt import TrainingInterrupted
+from detr_irpe.engine.trainer import Trainer, default_hooks
+from detr_irpe.hub.checkpoint import save_checkpoint
+
+#: each decoder's recipe on the micro model (test_training.py runs DETR's)
+DECODERS = {
+    "conditional": ["model.decoder=conditional", "loss.set_cost_class=2.0", "loss.ce_loss_coef=2.0"],
+    "dab": ["model.decoder=dab", "model.activation=prelu", "model.pe_temperature=20", "model.dropout=0.0",
+            "loss.set_cost_class=2.0", "model.num_patterns=2"],
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture(scope="module", params=list(DECODERS))
+def run(request, cache, tmp_path_factory):
+    """A micro run of the decoder, trained 2 epochs straight through."""
+    out = tmp_path_factory.mktemp(request.param) / "run"
+    overrides = micro(cache, out, *DECODERS[request.param])
+    assert tool_main("train")(overrides) == 0
+    return {"decoder": request.param, "out": out, "overrides": overrides}
+
+
+class _StopAfter(Hook):
+    def __init__(self, updates):
+        self.updates = updates
+
+    def after_step(self, trainer, scalars):
+        if trainer.progress.update == self.updates:
+            trainer.stop_signals.request(15)
+
+
+def test_training_logs_ap_and_a_resume_mid_epoch_gives_identical_weights(run, cache, tmp_path):
+    log = [json.loads(x) for x in (run["out"] / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all("AP" in r and r["train_loss"] > 0 for r in log)
+    out = tmp_path / "interrupted"
+    trainer = Trainer(load_config(None, micro(cache, out, *DECODERS[run["decoder"]])))
+    trainer.hooks = default_hooks(trainer) + [_StopAfter(4)]  # epoch 2, step 1
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    assert tool_main("train")(micro(cache, out, *DECODERS[run["decoder"]]) + ["--resume", "auto"]) == 0
+    assert same_weights(weights(run["out"] / "checkpoint.pth"), weights(out / "checkpoint.pth"))
+
+
+def _evaluate(source, out, *extra):
+    assert run_tool(tool_main("evaluate"), ["--checkpoint", source, "--output-dir", out, *extra]) == 0
+    return json.loads((out / "metrics.json").read_text()), json.loads((out / "results.json").read_text())
+
+
+def test_a_checkpoint_and_its_weights_alone_evaluate_alike(run, tmp_path):
+    ckpt = run["out"] / "checkpoint.pth"
+    metrics, results = _evaluate(ckpt, tmp_path / "ckpt")
+    last = json.loads((run["out"] / "log.jsonl").read_text().splitlines()[-1])
+    assert metrics["metrics"]["AP"] == pytest.approx(last["AP"], abs=1e-9)
+    state = torch.load(ckpt, weights_only=True)
+    only = tmp_path / "weights.pth"
+    save_checkpoint({"model": state["model"]}, only)
+    syn = state["config"]["data"]["synthetic"]
+    data = [f"data.synthetic.cache_dir={syn['cache_dir']}", "data.synthetic.num_train=32", "data.synthetic.num_val=8",
+            "data.synthetic.image_size=[64,80]", "data.synthetic.max_objects=2", "data.val_size=64",
+            "data.max_size=96", "data.size_divisibility=32", "data.num_workers=0", "eval.batch_size=4"]
+    # the weights tell the decoder, its sizes and the iRPE; the dilation is the one thing to give
+    inferred, inferred_results = _evaluate(only, tmp_path / "weights", *data, "model.backbone.dilation=true",
+                                           f"model.pe_temperature={state['config']['model']['pe_temperature']}")
+    for key in ("AP", "AP50", "AP75", "AR100"):
+        assert inferred["metrics"][key] == metrics["metrics"][key], key
+    assert len(inferred_results) == len(results) > 0
+
+
+def test_predict_and_export_work_on_the_decoder(run, cache, tmp_path, capsys):
+    ckpt = run["out"] / "checkpoint.pth"
+    images = next(p for p in cache.rglob("val") if p.is_dir())
+    assert run_tool(tool_main("predict"), ["--checkpoint", ckpt, "--input", images, "--output-dir", tmp_path / "pred",
+                                           "--device", "cpu"]) == 0
+    results = json.loads((tmp_path / "pred" / "results.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score"} <= results[0].keys()
+    capsys.readouterr()
+    assert run_tool(tool_main("export"), ["--checkpoint", ckpt, "--height", 64, "--width", 96,
+                                          "--output-dir", tmp_path / "onnx", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["passed"] and max(result["max_abs_diff"].values()) < 1e-4
