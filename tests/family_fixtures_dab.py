@@ -41,13 +41,14 @@ def canonical_name(name: str) -> str:
 
 
 def named_tensor(name: str, shape) -> torch.Tensor:
-    """The float32 value of the state-dict entry ``name`` of ``shape`` (see the module docstring)."""
+    """The float32 value (whatever the default dtype) of the state-dict entry ``name`` of
+    ``shape`` (see the module docstring)."""
     name = canonical_name(name)
     shape = tuple(int(s) for s in shape)
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     if name.endswith("running_var"):
-        return torch.rand(shape, generator=g) + 0.5
-    x = torch.randn(shape, generator=g)
+        return torch.rand(shape, generator=g, dtype=torch.float32) + 0.5
+    x = torch.randn(shape, generator=g, dtype=torch.float32)
     if len(shape) >= 2:
         return x / math.sqrt(math.prod(shape[1:]))
     if name.endswith(".activation.weight"):

@@ -33,6 +33,11 @@ VARIANTS = {
     "tiny_quant_bias_q_given": (TINY + ["model.irpe=rpe-3.0-quant-bias-0-q"], ["model.irpe=rpe-3.0-quant-bias-0-q"]),
     "tiny_ratio_outside_use_given": (TINY + ["model.irpe=rpe-1.2-product-ctx-1-k"],
                                      ["model.irpe=rpe-1.2-product-ctx-1-k"]),
+    "tiny_conditional_irpe": (TINY + ["model.decoder=conditional", "model.irpe=rpe-2.0-product-ctx-1-k"], []),
+    "tiny_dab_patterns": (TINY + ["model.decoder=dab", "model.activation=prelu", "model.num_patterns=3",
+                                  "model.pe_temperature=20", "model.num_select=300"], ["model.nheads=4"]),
+    "tiny_dab_relu_irpe": (TINY + ["model.decoder=dab", "model.irpe=rpe-2.0-product-ctx-1-k", "model.pe_temperature=20",
+                                   "model.num_select=300"], []),
 }
 
 
@@ -160,3 +165,18 @@ def test_detr_names_with_a_foreign_part_are_refused():
     state["transformer.encoder.layers.1.extra.weight"] = torch.zeros(3, device="meta")
     with pytest.raises(SourceError, match=r"do not fit .*unexpected transformer\.encoder\.layers\.1\.extra\.weight"):
         infer_overrides(state, source="w")
+
+
+def test_weights_that_mix_two_decoders_are_refused_naming_both():
+    state = _model(TINY + ["model.decoder=dab", "model.activation=prelu"]).state_dict()
+    state["query_embed.weight"] = torch.zeros(10, 32)  # a Conditional DETR's query embedding
+    with pytest.raises(SourceError, match=r"mixed.pth: the weights mix the decoders conditional and dab \(e.g. "
+                                          r"query_embed.weight, refpoint_embed.weight\)"):
+        infer_architecture(state, source="mixed.pth")
+
+
+def test_the_class_count_of_a_sigmoid_head_has_no_no_object_row():
+    for decoder in ("conditional", "dab"):
+        state = _model(TINY + [f"model.decoder={decoder}", "model.num_classes=7"]).state_dict()
+        assert state["class_embed.weight"].shape[0] == 7
+        assert "model.num_classes=7" in infer_overrides(state, source=decoder, given=["model.nheads=4"])

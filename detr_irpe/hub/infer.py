@@ -61,13 +61,26 @@ RESNET_LAYOUTS = {
 #: keys every state dict of the family holds
 DETR_KEYS = ("backbone.0.body.conv1.weight", "input_proj.weight", "class_embed.weight", "bbox_embed.layers.0.weight",
              "transformer.decoder.norm.weight")
-#: keys that only each decoder's weights hold
+#: keys each decoder's weights hold
 DECODER_KEYS = {
     "detr": ("query_embed.weight", "transformer.decoder.layers.0.multihead_attn.in_proj_weight"),
     "conditional": ("query_embed.weight", "transformer.decoder.ref_point_head.layers.0.weight",
-                    "transformer.decoder.layers.0.ca_qpos_sine_proj.weight"),
-    "dab": ("refpoint_embed.weight", "transformer.decoder.ref_anchor_head.layers.0.weight"),
+                    "transformer.decoder.layers.0.ca_qcontent_proj.weight"),
+    "dab": ("refpoint_embed.weight", "transformer.decoder.ref_anchor_head.layers.0.weight",
+            "transformer.decoder.layers.0.ca_qcontent_proj.weight"),
 }
+_CONTENT_PROJ = "transformer.decoder.layers.0.ca_qcontent_proj.weight"
+
+
+def _own_keys(shapes) -> dict[str, list[str]]:
+    """For each decoder, the keys present that no other decoder has (Conditional DETR's: a query
+    embedding beside the projected cross-attention, which DETR lacks and DAB-DETR has no embedding for)."""
+    return {
+        "detr": [k for k in ("transformer.decoder.layers.0.multihead_attn.in_proj_weight",) if k in shapes],
+        "conditional": ["query_embed.weight"] if "query_embed.weight" in shapes and _CONTENT_PROJ in shapes else [],
+        "dab": [k for k in ("refpoint_embed.weight", "transformer.decoder.ref_anchor_head.layers.0.weight")
+                if k in shapes],
+    }
 #: what a decoder's weights leave open, set as its reference recipe does
 RECIPE_DEFAULTS = {
     "dab": {"model.pe_temperature": 20.0, "model.num_select": 300, "model.random_refpoints_xy": False},
@@ -172,19 +185,19 @@ def _shapes(state, source: str) -> dict[str, tuple]:
 
 def decoder_of(shapes, source: str) -> str:
     """The decoder whose weights ``shapes`` (keys, or key -> shape) hold; a SourceError when they
-    hold none or mix several."""
-    found = [d for d, keys in DECODER_KEYS.items() if all(k in shapes for k in keys)]
-    # a decoder with some of its own keys (those past the query embedding) but not all: a mix
-    partial = [d for d, keys in DECODER_KEYS.items() if d not in found and any(k in shapes for k in keys[1:])]
-    if len(found) == 1 and not partial:
-        return found[0]
-    kinds = sorted(set(found) | set(partial))
+    hold none, only part of one, or mix several."""
+    own = _own_keys(shapes)
+    kinds = [d for d, keys in own.items() if keys]
     if len(kinds) > 1:
         raise SourceError(f"{source}: the weights mix the decoders {' and '.join(kinds)} (e.g. "
-                          f"{', '.join(k for d in kinds for k in DECODER_KEYS[d][1:2] if k in shapes)}); "
-                          f"expected the weights of one model")
-    raise SourceError(f"{source}: not a DETR-family state dict: no decoder's weights (expected e.g. "
-                      f"{' or '.join(keys[1] for keys in DECODER_KEYS.values())})")
+                          f"{', '.join(own[d][0] for d in kinds)}); expected the weights of one model")
+    if not kinds:
+        raise SourceError(f"{source}: not a DETR-family state dict: no decoder's weights (expected e.g. "
+                          f"{' or '.join(keys[1] for keys in DECODER_KEYS.values())})")
+    missing = [k for k in DECODER_KEYS[kinds[0]] if k not in shapes]
+    if missing:
+        raise SourceError(f"{source}: the weights of a {kinds[0]} decoder lack {', '.join(missing)}")
+    return kinds[0]
 
 
 def _architecture_facts(shapes: dict[str, tuple], source: str) -> list[_Fact]:

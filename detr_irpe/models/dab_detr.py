@@ -209,6 +209,8 @@ class DABDecoder(nn.Module):
         """tgt (B, Q, C) initial content; memory, pos (B, S, C); memory_mask (B, S);
         refpoints_unsigmoid (B, Q, 4). Returns (normalised output of every layer (layers, B, Q, C),
         the anchor each layer used (layers, B, Q, 4), in the graph as the reference returns them)."""
+        if self.bbox_embed is None and len(self.layers) > 1:
+            raise ValueError("the decoder refines its anchors with the detector's bbox_embed; attach it first")
         d = self.d_model
         anchors = refpoints_unsigmoid.sigmoid()  # what the layer computes with
         used = [anchors]  # what the heads read: the refined anchors before the detach
@@ -292,7 +294,9 @@ class DABDETR(nn.Module):
     ``backbone`` is a ``Joiner`` whose position encoding is the sine at temperature 20 for the
     reference's model (``build_position_encoding("sine", hidden_dim, temperature=20)``).
     ``random_refpoints_xy`` initialises the anchors' x, y as logit(U(0, 1)); as in the reference
-    they are not frozen (its ``requires_grad = False`` lands on a copy), so they still train."""
+    they are not frozen (its ``requires_grad = False`` lands on a copy), so they still train.
+    ``encoder_pos`` False is the "relative only" encoder of ``DABEncoder``: no absolute term in the
+    encoder's queries and keys, no ``transformer.encoder.query_scale``."""
 
     def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300,
                  hidden_dim: int = REFERENCE_HIDDEN_DIM, nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6,
@@ -300,8 +304,9 @@ class DABDETR(nn.Module):
                  rpe: RPESpec | None = None, encoder_pos: bool = True, attention_kernel: str = "auto",
                  aux_loss: bool = True, num_patterns: int = 0, random_refpoints_xy: bool = False):
         super().__init__()
-        if hidden_dim % (2 * nheads):
-            raise ValueError(f"DAB-DETR needs hidden_dim divisible by 2 x nheads, got {hidden_dim} and {nheads}")
+        if hidden_dim % nheads or hidden_dim % 4:
+            raise ValueError(f"DAB-DETR needs hidden_dim divisible by nheads ({nheads}) and by 4 (its anchors' sine "
+                             f"embedding gives each coordinate hidden_dim / 2 sine-cosine features), got {hidden_dim}")
         self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss
         self.transformer = DABTransformer(hidden_dim, nheads, num_queries=num_queries, num_encoder_layers=enc_layers,
                                           num_decoder_layers=dec_layers, dim_feedforward=dim_feedforward,

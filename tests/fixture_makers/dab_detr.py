@@ -12,8 +12,12 @@ images, computes the reference focal set loss (matcher costs 2/5/2, coefficients
 0.25, auxiliary terms re-matched), back-propagates the weighted total and records: the state-dict
 names, every output (auxiliary ones and the anchors each decoder layer used included), the
 head-averaged encoder attention maps, every loss term, the matches, the top-k detections, and per
-parameter the gradient's sum, L2 norm and first 8 values. The images, their padding mask and the
-targets are recorded once. tests/test_dab_detr.py checks the project's DABDETR against it.
+parameter the gradient's sum, L2 norm and first 8 values; then the outputs, loss terms and
+gradients again in float64, where no rounding flips the sign of a ReLU input of the random
+ResNet (in float32 a few such flips make its layer2-4 gradients differ by up to 1e-2 between
+thread counts or machines). The images, their padding mask, the targets and probes of two small
+reference functions are recorded once. tests/test_dab_detr.py checks the project's DABDETR
+against it. The file is about 330 KiB.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ SETTINGS = {
 }
 
 #: two images whose padding reaches the stride-32 feature map (4 x 5 against 3 x 3); their values
-#: are float16 numbers, so that the fixture stores them in half the bytes without rounding
+#: are multiples of 1/IMAGE_STEPS (about N(0, 1)), stored as int8 counts of steps: exact, 1 byte each
 IMAGE_SHAPES = [(3, 128, 160), (3, 96, 96)]
 IMAGE_SEED = 20220124
+IMAGE_STEPS = 32
 
 TARGETS = [
     {"labels": [0, 3, 6], "boxes": [[0.35, 0.40, 0.30, 0.45], [0.72, 0.60, 0.25, 0.30], [0.50, 0.18, 0.70, 0.20]]},
@@ -74,9 +79,15 @@ def import_reference(path: Path) -> types.SimpleNamespace:
                                  misc=misc)
 
 
-def make_images() -> list[torch.Tensor]:
+def make_image_steps() -> list[torch.Tensor]:
+    """The images as int8 counts of 1/IMAGE_STEPS (what the fixture stores)."""
     g = torch.Generator().manual_seed(IMAGE_SEED)
-    return [torch.randn(shape, generator=g).half().float() for shape in IMAGE_SHAPES]
+    return [(torch.randn(shape, generator=g, dtype=torch.float32) * IMAGE_STEPS).round().clamp(-127, 127).to(torch.int8)
+            for shape in IMAGE_SHAPES]
+
+
+def images_from_steps(steps: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [s.float() / IMAGE_STEPS for s in steps]
 
 
 def make_targets() -> list[dict]:
@@ -169,6 +180,19 @@ def record_setting(ref: types.SimpleNamespace, setting: dict, images, targets) -
     }
 
 
+#: inputs of the reference's small functions: the logit (clamped at both ends) and the anchors'
+#: sine embedding
+PROBE_PROBABILITIES = [0.0, 1e-4, 1e-3, 0.2, 0.5, 0.9995, 1.0]
+PROBE_ANCHORS = [[[0.1, 0.7, 0.3, 0.05], [0.9, 0.25, 0.6, 1.0]]]
+
+
+def probes(ref: types.SimpleNamespace) -> dict:
+    x = torch.tensor(PROBE_PROBABILITIES)
+    anchors = torch.tensor(PROBE_ANCHORS)
+    return {"inverse_sigmoid": (x, ref.misc.inverse_sigmoid(x)),
+            "anchor_sine": (anchors, ref.transformer.gen_sineembed_for_position(anchors, 256))}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reference", type=Path, help="checkout of IDEA-Research/DAB-DETR")
@@ -179,15 +203,18 @@ def main(argv=None) -> None:
         parser.error(f"{args.reference} holds no models/DAB_DETR/DABDETR.py")
     torch.set_num_threads(1)
     ref = import_reference(args.reference.resolve())
-    images, targets = make_images(), make_targets()
+    steps, targets = make_image_steps(), make_targets()
+    images = images_from_steps(steps)
     padded = ref.misc.nested_tensor_from_tensor_list(images)
     fixture = {
         "reference": {"repository": "IDEA-Research/DAB-DETR", "commit": args.commit,
                       "torch": str(torch.__version__)},
         "config": dict(CONFIG),
-        "images": [img.half() for img in images],
+        "image_steps": steps,  # image = steps / image_step_count
+        "image_step_count": IMAGE_STEPS,
         "mask": padded.mask.clone(),
         "targets": targets,
+        "probes": probes(ref),
         "settings": {name: record_setting(ref, setting, images, targets) for name, setting in SETTINGS.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
