@@ -2,7 +2,7 @@
 
 tests/data/dab_detr_fixture.pt is made by tests/fixture_makers/dab_detr.py from
 IDEA-Research/DAB-DETR (see its docstring for the command). Both sides take every weight from its
-name (tests/family_fixtures_dab.py); the project's model must then load with ``strict=True``,
+name (tests/family_fixtures.py); the project's model must then load with ``strict=True``,
 under the reference's state-dict names in the reference's order, and reproduce the reference's
 outputs, anchors, encoder attention, loss terms (through the project's focal set criterion),
 matches, top-k detections and gradients.
@@ -34,7 +34,7 @@ from detr_irpe.models.postprocess import TopKPostProcess
 from detr_irpe.models.transformer import EncoderLayer, Transformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from family_fixtures_dab import fill_by_name, gradient_summary  # noqa: E402
+from family_fixtures import fill_by_name, gradient_summary  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "dab_detr_fixture.pt"
 SETTINGS = ("anchors", "patterns")
@@ -259,7 +259,7 @@ def test_float64_outputs_losses_and_gradients_match_the_reference(fixture, run64
 
 def test_fixture_sees_the_images(fixture):
     """The weights by name keep the image in the heads' inputs (a bare 0.05 N(0, 1) everywhere
-    would not: see family_fixtures_dab)."""
+    would not: see family_fixtures)."""
     model = fill_by_name(_reference_model(fixture, "anchors")).eval()
     images = _images(fixture)
     with torch.no_grad():

@@ -1,6 +1,8 @@
 """Hugging Face ``DetrForObjectDetection`` folders: ``config.json`` plus ``model.safetensors`` or
 ``pytorch_model.bin`` in the key names the Hub stores, read into this project's parameter names and
 the config overrides that rebuild the model, and written back. ``transformers`` is not needed.
+Folders of ``ConditionalDetrForObjectDetection`` and ``DabDetrForObjectDetection`` are read too:
+their key maps and config fields are ``hub.huggingface_family``'s, the reading is this module's.
 
 What the two models share and where they differ (checked against transformers' own model in
 tests/test_huggingface.py):
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from ..core.errors import SourceError, UserError
+from .huggingface_family import ARCHITECTURES as FAMILY, Architecture
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +120,35 @@ def _compiled(pairs, reverse: bool = False):
     return [(_pattern(b if reverse else a), a if reverse else b) for a, b in pairs]
 
 
-_READ = _compiled(RENAMES + ALIASES)
-_READ_QKV = _compiled(QKV)
-_WRITE = _compiled(RENAMES, reverse=True)
-_WRITE_QKV = _compiled(QKV, reverse=True)
+@dataclass(frozen=True)
+class KeyMap:
+    """Hub names <-> this project's names of one architecture, compiled both ways."""
+
+    #: the model's name in messages
+    label: str
+    read: list
+    read_qkv: list
+    write: list
+    write_qkv: list
+
+    @classmethod
+    def of(cls, label: str, renames, aliases=(), qkv=()) -> "KeyMap":
+        """From (Hub, project) templates: ``renames`` both ways, ``aliases`` read only, ``qkv`` the
+        separate q / k / v projections of the Hub <-> a packed ``in_proj``."""
+        return cls(label, _compiled(tuple(renames) + tuple(aliases)), _compiled(qkv),
+                   _compiled(renames, reverse=True), _compiled(qkv, reverse=True))
+
+
+#: DetrForObjectDetection's names
+DETR_KEYS = KeyMap.of("DETR", RENAMES, ALIASES, QKV)
+_FAMILY_KEYS: dict[str, KeyMap] = {}
+
+
+def family_keys(arch: Architecture) -> KeyMap:
+    """The compiled key map of an architecture of ``hub.huggingface_family``."""
+    if arch.model_type not in _FAMILY_KEYS:
+        _FAMILY_KEYS[arch.model_type] = KeyMap.of(arch.label, arch.renames, arch.aliases, arch.qkv)
+    return _FAMILY_KEYS[arch.model_type]
 
 
 def _rename(name: str, rules) -> tuple[str, dict] | None:
@@ -153,30 +181,42 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
 
 
 def read_hf_folder(path: str | os.PathLike) -> HFModel:
-    """Read a Hugging Face ``DetrForObjectDetection`` folder into this project's names; every
-    tensor must map and the mapped weights must fit the model the overrides describe (SourceError
-    otherwise, naming the folder and what was expected)."""
+    """Read a Hugging Face ``DetrForObjectDetection`` folder (or a ``ConditionalDetrForObjectDetection``
+    or ``DabDetrForObjectDetection`` one) into this project's names; every tensor must map and the
+    mapped weights must fit the model the overrides describe (SourceError otherwise, naming the
+    folder and what was expected)."""
     folder = Path(path).expanduser()
     config = read_hf_config(folder)
+    arch = FAMILY.get(config.get("model_type"))
+    keys = DETR_KEYS if arch is None else family_keys(arch)
     where = f"Hugging Face folder {folder}"
     weights_file = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
     if weights_file is None:
         raise SourceError(f"{where} has no weights: expected {' or '.join(WEIGHT_FILES)} beside {CONFIG_FILE}")
     backbone, timm = _backbone(config, where)
-    state = hf_to_project(_read_weights(weights_file), timm_backbone=timm, source=str(weights_file))
+    state = hf_to_project(_read_weights(weights_file), timm_backbone=timm, source=str(weights_file), keys=keys)
+    if arch is not None:
+        state = arch.tie(state, config, source=str(weights_file))
     head = state.get("class_embed.weight")
     if head is None:
-        raise SourceError(f"{weights_file} has no class head (class_labels_classifier.weight): "
-                          f"expected the weights of a {ARCHITECTURE}")
-    num_classes = int(head.shape[0]) - 1
-    overrides = _overrides(config, backbone, timm, num_classes, where)
-    check_fits(state, overrides, source=str(weights_file))
-    return HFModel(state=state, overrides=overrides, class_names=_class_names(config, num_classes, where),
-                   source=str(folder))
+        head_name, expected = ("class_labels_classifier.weight", ARCHITECTURE) if arch is None else \
+            (arch.class_head, arch.architecture)
+        raise SourceError(f"{weights_file} has no class head ({head_name}): expected the weights of a {expected}")
+    # DETR's head has a no-object row; the sigmoid heads of the family have one row per class
+    num_classes = int(head.shape[0]) - (1 if arch is None else 0)
+    if arch is None:
+        overrides = _overrides(config, backbone, timm, num_classes, where)
+    else:
+        pairs = _backbone_pairs(config, backbone, timm) + arch.overrides(config, num_classes, where)
+        overrides = [f"{key}={_value(value)}" for key, value in pairs]
+    check_fits(state, overrides, source=str(weights_file), keys=keys)
+    names = _class_names(config, num_classes, where, no_object=arch is None)
+    return HFModel(state=state, overrides=overrides, class_names=names, source=str(folder))
 
 
 def read_hf_config(folder: Path) -> dict:
-    """``config.json`` of a DETR detection folder (SourceError if unreadable or of another model)."""
+    """``config.json`` of a detection folder of DETR, Conditional DETR or DAB-DETR (SourceError if
+    unreadable or of another model)."""
     path = folder / CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -191,12 +231,15 @@ def read_hf_config(folder: Path) -> dict:
     if not isinstance(architectures, list):
         architectures = [architectures]
     named = f"model_type {model_type!r}" + (f", architectures {architectures}" if architectures else "")
-    if model_type != MODEL_TYPE:
-        raise SourceError(f"{path} describes a {named} model, not DETR: expected model_type {MODEL_TYPE!r} "
-                          f"with architectures ['{ARCHITECTURE}']")
-    if architectures and ARCHITECTURE not in architectures:
+    supported = {MODEL_TYPE: ARCHITECTURE, **{t: a.architecture for t, a in FAMILY.items()}}
+    if model_type not in supported:
+        listed = ", ".join(f"{t!r} ({a})" for t, a in supported.items())
+        raise SourceError(f"{path} describes a {named} model, which this project does not read: expected "
+                          f"model_type {listed}")
+    expected = supported[model_type]
+    if architectures and expected not in architectures:
         raise SourceError(f"{path} describes {', '.join(map(str, architectures))}: expected architectures "
-                          f"['{ARCHITECTURE}'] (the detection model alone)")
+                          f"['{expected}'] (the detection model alone)")
     return config
 
 
@@ -274,19 +317,20 @@ def hf_resnet_to_torchvision(name: str) -> str | None:
 
 
 def hf_to_project(hf_state: Mapping[str, torch.Tensor], timm_backbone: bool = True,
-                  source: str = "state dict") -> dict[str, torch.Tensor]:
-    """Hub key names -> this project's (q, k, v packed into ``in_proj``); a key that maps to
-    nothing, or a projection without its two siblings, is a SourceError naming a few."""
+                  source: str = "state dict", keys: KeyMap = DETR_KEYS) -> dict[str, torch.Tensor]:
+    """Hub key names -> this project's (q, k, v packed into ``in_proj``), by ``keys`` (DETR's
+    unless given); a key that maps to nothing, or a projection without its two siblings, is a
+    SourceError naming a few."""
     state, packs, left = {}, {}, []
     for key, tensor in hf_state.items():
         if key.endswith(DROPPED_SUFFIX):
             continue
-        qkv = _rename(key, _READ_QKV)
+        qkv = _rename(key, keys.read_qkv)
         if qkv:
             target, fields = qkv
             packs.setdefault(target, {})[fields["x"]] = (key, tensor)
             continue
-        renamed = _rename(key, _READ)
+        renamed = _rename(key, keys.read)
         if renamed and not timm_backbone and renamed[0].startswith("backbone.0.body."):
             body = hf_resnet_to_torchvision(renamed[0].removeprefix("backbone.0.body."))
             renamed = (f"backbone.0.body.{body}", {}) if body else None
@@ -295,7 +339,8 @@ def hf_to_project(hf_state: Mapping[str, torch.Tensor], timm_backbone: bool = Tr
             continue
         state[renamed[0]] = tensor
     if left:
-        raise SourceError(f"{source}: {len(left)} tensor(s) match no DETR parameter, e.g. {', '.join(left[:3])}")
+        raise SourceError(f"{source}: {len(left)} tensor(s) match no {keys.label} parameter, "
+                          f"e.g. {', '.join(left[:3])}")
     for target, parts in packs.items():
         seen = next(iter(parts.values()))[0]
         absent = [re.sub(r"\.[qkv]_proj\.", f".{x}_proj.", seen) for x in QKV_ORDER if x not in parts]
@@ -305,32 +350,33 @@ def hf_to_project(hf_state: Mapping[str, torch.Tensor], timm_backbone: bool = Tr
     return state
 
 
-def project_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This project's names -> the Hub's (timm backbone names; ``in_proj`` split into q, k, v)."""
+def project_to_hf(state: Mapping[str, torch.Tensor], keys: KeyMap = DETR_KEYS) -> dict[str, torch.Tensor]:
+    """This project's names -> the Hub's (timm backbone names; ``in_proj`` split into q, k, v), by
+    ``keys`` (DETR's unless given)."""
     out = {}
     for key, tensor in state.items():
         if key.endswith(DROPPED_SUFFIX):
             continue
-        packed = next(((p.fullmatch(key), t) for p, t in _WRITE_QKV if p.fullmatch(key)), None)
+        packed = next(((p.fullmatch(key), t) for p, t in keys.write_qkv if p.fullmatch(key)), None)
         if packed:
             m, template = packed
             for x, part in zip(QKV_ORDER, tensor.chunk(len(QKV_ORDER), dim=0)):
                 out[template.format(x=x, **m.groupdict())] = part.contiguous()
             continue
-        renamed = _rename(key, _WRITE)
+        renamed = _rename(key, keys.write)
         if renamed is None:
-            raise HFExportError(f"parameter {key} has no Hugging Face DETR equivalent")
+            raise HFExportError(f"parameter {key} has no Hugging Face {keys.label} equivalent")
         out[renamed[0]] = tensor.contiguous()
     return out
 
 
-def hub_name(key: str) -> str:
+def hub_name(key: str, keys: KeyMap = DETR_KEYS) -> str:
     """The Hub's name of one of this project's parameters (``{q,k,v}`` for a packed projection)."""
-    for pattern, template in _WRITE_QKV:
+    for pattern, template in keys.write_qkv:
         m = pattern.fullmatch(key)
         if m:
             return template.format(x="{q,k,v}", **m.groupdict())
-    renamed = _rename(key, _WRITE)
+    renamed = _rename(key, keys.write)
     return renamed[0] if renamed else key
 
 
@@ -370,12 +416,8 @@ def _overrides(config: dict, backbone: str, timm: bool, num_classes: int, where:
         log.warning("%s: auxiliary_loss is true; transformers' DETR then feeds each decoder layer's normalised "
                     "output to the next layer, the reference DETR (this project) does not, so detections can "
                     "differ from transformers' for these weights", where)
-    sub = config.get("backbone_config") or {}
-    # transformers dilates the last stage of a timm backbone only (output stride 16)
-    dilation = timm and bool(hf["dilation"] or sub.get("output_stride") == 16)
     pairs = [
-        ("model.backbone.name", backbone), ("model.backbone.dilation", dilation),
-        ("model.backbone.weights", "checkpoint"), ("model.backbone.norm", "frozen_bn"),
+        *_backbone_pairs(config, backbone, timm),
         ("model.position_embedding", hf["position_embedding_type"]), ("model.encoder_abs_pos", True),
         ("model.irpe", None), ("model.pre_norm", False),
         ("model.hidden_dim", hf["d_model"]), ("model.nheads", hf["encoder_attention_heads"]),
@@ -388,13 +430,22 @@ def _overrides(config: dict, backbone: str, timm: bool, num_classes: int, where:
     return [f"{key}={_value(value)}" for key, value in pairs]
 
 
-def _class_names(config: dict, num_classes: int, where: str) -> list[str] | None:
+def _backbone_pairs(config: dict, backbone: str, timm: bool) -> list[tuple[str, object]]:
+    """The backbone's overrides (the same for every architecture of the family)."""
+    sub = config.get("backbone_config") or {}
+    # transformers dilates the last stage of a timm backbone only (output stride 16)
+    dilation = timm and bool(config.get("dilation", False) or sub.get("output_stride") == 16)
+    return [("model.backbone.name", backbone), ("model.backbone.dilation", dilation),
+            ("model.backbone.weights", "checkpoint"), ("model.backbone.norm", "frozen_bn")]
+
+
+def _class_names(config: dict, num_classes: int, where: str, no_object: bool = True) -> list[str] | None:
     id2label = config.get("id2label") or {}
     if not isinstance(id2label, dict):
         raise SourceError(f"{where}: {CONFIG_FILE} id2label is not an object of id -> name")
     if id2label and len(id2label) != num_classes:
         raise SourceError(f"{where}: id2label has {len(id2label)} labels but the class head has {num_classes} "
-                          f"classes (plus no-object); expected one label per class")
+                          f"classes{' (plus no-object)' if no_object else ''}; expected one label per class")
     names = [""] * num_classes
     for key, name in id2label.items():
         try:
@@ -409,9 +460,10 @@ def _class_names(config: dict, num_classes: int, where: str) -> list[str] | None
     return names
 
 
-def check_fits(state: Mapping[str, torch.Tensor], overrides: Sequence[str], source: str) -> None:
+def check_fits(state: Mapping[str, torch.Tensor], overrides: Sequence[str], source: str,
+               keys: KeyMap = DETR_KEYS) -> None:
     """SourceError unless ``state`` has exactly the keys and shapes of the model ``overrides``
-    describe (built on the meta device: no memory, no time)."""
+    describe (built on the meta device: no memory, no time); ``keys`` names the Hub's tensors."""
     from ..config import ConfigError, load_config
     from ..models import build_model
 
@@ -419,16 +471,19 @@ def check_fits(state: Mapping[str, torch.Tensor], overrides: Sequence[str], sour
         cfg = load_config(None, list(overrides))
     except ConfigError as exc:
         raise SourceError(f"{source}: {CONFIG_FILE} describes a model this project cannot build: {exc}") from None
-    with torch.device("meta"):
-        own = build_model(cfg)[0].state_dict()
-    missing = [hub_name(k) for k in own if k not in state]
-    extra = [hub_name(k) for k in state if k not in own]
-    shapes = [f"{hub_name(k)} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+    try:
+        with torch.device("meta"):
+            own = build_model(cfg)[0].state_dict()
+    except ValueError as exc:  # a size the model's constructor refuses
+        raise SourceError(f"{source}: {CONFIG_FILE} describes a model this project cannot build: {exc}") from None
+    missing = [hub_name(k, keys) for k in own if k not in state]
+    extra = [hub_name(k, keys) for k in state if k not in own]
+    shapes = [f"{hub_name(k, keys)} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
               for k in own if k in state and state[k].shape != own[k].shape]
     parts = [f"{label} {len(items)}, e.g. {', '.join(items[:3])}" for label, items in
              (("missing", missing), ("not in the model", extra), ("shapes differ for", shapes)) if items]
     if parts:
-        raise SourceError(f"{source} does not fit the DETR its {CONFIG_FILE} describes: {'; '.join(parts)}")
+        raise SourceError(f"{source} does not fit the {keys.label} its {CONFIG_FILE} describes: {'; '.join(parts)}")
 
 
 class HFExportError(UserError):

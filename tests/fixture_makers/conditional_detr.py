@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     model.zero_grad()
     total.backward()
 
-    grads = gradient_summary(model.named_parameters())
+    grads = gradient_summary(model)
     fixture = {
         "reference": {"repository": "Atten4Vis/ConditionalDETR", "commit": args.commit,
                       "torch": str(torch.__version__)},

@@ -7,7 +7,7 @@ The path is a checkout of IDEA-Research/DAB-DETR (the folder holding ``models/DA
 ``util/``); it is imported, never copied. For each setting of SETTINGS the script builds the
 reference model small (ResNet-50 with frozen batch norm, hidden 256, 8 heads, feed-forward 64,
 10 anchors, 7 classes, dropout 0, PReLU, image sine encoding at temperature 20, auxiliary loss),
-gives every state-dict entry its value by name (tests/family_fixtures_dab.py), runs two padded
+gives every state-dict entry its value by name (tests/family_fixtures.py), runs two padded
 images, computes the reference focal set loss (matcher costs 2/5/2, coefficients 1/5/2, alpha
 0.25, auxiliary terms re-matched), back-propagates the weighted total and records: the state-dict
 names, every output (auxiliary ones and the anchors each decoder layer used included), the
@@ -32,7 +32,7 @@ import torch
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from family_fixtures_dab import fill_by_name, gradient_summary  # noqa: E402
+from family_fixtures import fill_by_name, gradient_summary  # noqa: E402
 
 #: the reference's arguments shared by every setting (its argparse names)
 CONFIG = dict(backbone="resnet50", hidden_dim=256, nheads=8, dim_feedforward=64, num_queries=10, num_classes=7,
