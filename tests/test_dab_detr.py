@@ -25,7 +25,8 @@ import torch
 
 from detr_irpe.core.rpe_spec import RPESpec
 from detr_irpe.models.backbone import Backbone, Joiner
-from detr_irpe.models.dab_detr import DABDETR, anchor_sine_embedding, inverse_sigmoid
+from detr_irpe.models.dab_detr import INVERSE_SIGMOID_EPS, DABDETR, anchor_sine_embedding
+from detr_irpe.models.decoder_parts import inverse_sigmoid
 from detr_irpe.models.detr import pad_images
 from detr_irpe.models.focal_criterion import FocalSetCriterion
 from detr_irpe.models.matcher import HungarianMatcher
@@ -154,9 +155,9 @@ def test_box_head_is_one_module_under_two_names(fixture):
 
 def test_small_functions_are_the_reference_functions(fixture):
     x, expected = fixture["probes"]["inverse_sigmoid"]
-    torch.testing.assert_close(inverse_sigmoid(x), expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(inverse_sigmoid(x, INVERSE_SIGMOID_EPS), expected, atol=1e-6, rtol=1e-6)
     # the clamp at 1e-3 (Conditional DETR's is 1e-5): logit(0) = log(1e-3 / 1)
-    assert inverse_sigmoid(torch.tensor([0.0, 1.0])).tolist() == pytest.approx([-math.log(1000), math.log(1000)])
+    assert inverse_sigmoid(torch.tensor([0.0, 1.0]), INVERSE_SIGMOID_EPS).tolist() == pytest.approx([-math.log(1000), math.log(1000)])
     anchors, expected = fixture["probes"]["anchor_sine"]
     torch.testing.assert_close(anchor_sine_embedding(anchors, 256), expected, atol=1e-6, rtol=1e-6)
 

@@ -34,7 +34,8 @@ from torch import nn
 
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
-from .detr import MLP, pad_images
+from .decoder_parts import ProjectedAttention, inverse_sigmoid
+from .detr import MLP, as_batch, layer_outputs
 from .transformer import Encoder, EncoderLayer
 
 #: the reference's hidden size. Its sine embedding of a reference point has 128 features per
@@ -44,10 +45,8 @@ from .transformer import Encoder, EncoderLayer
 REFERENCE_HIDDEN_DIM = 256
 
 
-def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """logit(x) with x clamped to [0, 1] and both x and 1 - x to at least ``eps`` (the reference's)."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+#: the reference clamps a reference point to [1e-5, 1 - 1e-5] before its logit
+INVERSE_SIGMOID_EPS = 1e-5
 
 
 def sine_embedding(points: torch.Tensor, num_feats: int = REFERENCE_HIDDEN_DIM // 2) -> torch.Tensor:
@@ -62,41 +61,6 @@ def sine_embedding(points: torch.Tensor, num_feats: int = REFERENCE_HIDDEN_DIM /
         return torch.stack((c[..., 0::2].sin(), c[..., 1::2].cos()), dim=-1).flatten(-2)
 
     return torch.cat((embed(points[..., 1]), embed(points[..., 0])), dim=-1)
-
-
-class ProjectedAttention(nn.Module):
-    """Multi-head attention over queries, keys and values projected beforehand: no in-projection,
-    an output projection of the value width. Queries and keys may be wider than values (per head
-    ``query_dim / heads`` against ``value_dim / heads``); the scale is ``(query_dim / heads)^-0.5``.
-    Tensors are batch-first."""
-
-    def __init__(self, query_dim: int, value_dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if query_dim % num_heads or value_dim % num_heads:
-            raise ValueError(f"attention widths {query_dim} (queries, keys) and {value_dim} (values) "
-                             f"must be divisible by the {num_heads} heads")
-        self.num_heads, self.dropout = num_heads, dropout
-        self.scaling = (query_dim // num_heads) ** -0.5
-        self.out_proj = nn.Linear(value_dim, value_dim)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def forward(self, query, key, value, key_padding_mask=None):
-        """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); key_padding_mask (B, S) True on
-        padding. Returns (B, L, Ev)."""
-        B, L, _ = query.shape
-        S, Ev = value.shape[1], value.shape[2]
-        h = self.num_heads
-
-        def heads(x, n):
-            return x.reshape(B, n, h, -1).transpose(1, 2)
-
-        q, k, v = heads(query * self.scaling, L), heads(key, S), heads(value, S)
-        scores = q @ k.transpose(-1, -2)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
-        out = (weights @ v).transpose(1, 2).reshape(B, L, Ev)
-        return self.out_proj(out)
 
 
 class ConditionalDecoderLayer(nn.Module):
@@ -249,21 +213,14 @@ class ConditionalDETR(nn.Module):
         mask (True on padding; None means no padding). ``need_weights`` adds the encoder
         self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer) and
         the feature map's (H, W) under ``feature_shape``."""
-        if isinstance(images, (list, tuple)):
-            images, mask = pad_images(list(images))
-        elif mask is None:
-            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        images, mask = as_batch(images, mask)
         feat, mask, pos = self.backbone(images, mask)
         hs, reference_points, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
                                                          need_weights=need_weights)
         logits = self.class_embed(hs)
-        offset = inverse_sigmoid(reference_points)
+        offset = inverse_sigmoid(reference_points, INVERSE_SIGMOID_EPS)
         offset = torch.cat([offset, torch.zeros_like(offset)], dim=-1)
         boxes = (self.bbox_embed(hs) + offset).sigmoid()
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "reference_points": reference_points}
-        if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
-        if need_weights:
-            out["encoder_attention"] = weights
-            out["feature_shape"] = tuple(feat.shape[-2:])
+        out = layer_outputs(logits, boxes, self.aux_loss, weights if need_weights else None, feat.shape[-2:])
+        out["reference_points"] = reference_points
         return out

@@ -51,23 +51,7 @@ class SetCriterion(nn.Module):
         """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h);
         ``num_boxes``: the normaliser of the box losses (boxes_per_process; computed here, with a
         collective in a distributed run, when not given)."""
-        for i, t in enumerate(targets):
-            labels = t["labels"]
-            # checked where it costs nothing: on a GPU this would wait for the device every step
-            # (the datasets check category ids when they are opened)
-            if len(labels) and labels.device.type == "cpu":
-                lo, hi = int(labels.min()), int(labels.max())
-                if lo < 0 or hi >= self.num_classes:
-                    raise ValueError(f"target {i}: label {hi if hi >= self.num_classes else lo} outside "
-                                     f"[0, {self.num_classes - 1}] (num_classes={self.num_classes})")
-        device = outputs["pred_logits"].device
-        if num_boxes is None:
-            num_boxes = average_box_count(targets, device)
-        losses = self._losses(outputs, targets, num_boxes, log=True)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            for name, value in self._losses(aux, targets, num_boxes, log=False).items():
-                losses[f"{name}_{i}"] = value
-        return losses
+        return layer_losses(self._losses, outputs, targets, self.num_classes, num_boxes)
 
     def _losses(self, outputs: dict, targets: list[dict], num_boxes: float, log: bool) -> dict:
         indices = self.matcher(outputs, targets)
@@ -86,15 +70,50 @@ class SetCriterion(nn.Module):
                     out["class_error"] = 100.0 * (1.0 - correct)
                 else:
                     out["class_error"] = logits.new_tensor(0.0)
-            lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=device, dtype=torch.float32)
-            predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
-            out["cardinality_error"] = F.l1_loss(predicted, lengths)
-        src = outputs["pred_boxes"][idx].float()
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(device).float()
-        out["loss_bbox"] = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
-        out["loss_giou"] = (1 - giou).sum() / num_boxes
+            out["cardinality_error"] = cardinality_error(logits, targets)
+        out.update(box_losses(outputs, targets, indices, idx, num_boxes))
         return out
+
+
+def layer_losses(losses_of, outputs: dict, targets: list[dict], num_classes: int, num_boxes: float | None) -> dict:
+    """The loss terms ``losses_of(outputs, targets, num_boxes, log)`` gives for the last decoder
+    layer and, suffixed ``_0``, ``_1``, ..., for every auxiliary output (each matched on its own);
+    ``num_boxes`` computed (a collective in a distributed run) when not given."""
+    for i, t in enumerate(targets):
+        labels = t["labels"]
+        # checked where it costs nothing: on a GPU this would wait for the device every step
+        # (the datasets check category ids when they are opened)
+        if len(labels) and labels.device.type == "cpu":
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(f"target {i}: label {hi if hi >= num_classes else lo} outside "
+                                 f"[0, {num_classes - 1}] (num_classes={num_classes})")
+    if num_boxes is None:
+        num_boxes = average_box_count(targets, outputs["pred_logits"].device)
+    losses = losses_of(outputs, targets, num_boxes, log=True)
+    for i, aux in enumerate(outputs.get("aux_outputs", [])):
+        for name, value in losses_of(aux, targets, num_boxes, log=False).items():
+            losses[f"{name}_{i}"] = value
+    return losses
+
+
+@torch.no_grad()
+def cardinality_error(logits: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+    """|queries whose best class is not the last one - target boxes|, averaged over images (a
+    logging figure, as the references)."""
+    lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device, dtype=torch.float32)
+    predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1).float()
+    return F.l1_loss(predicted, lengths)
+
+
+def box_losses(outputs: dict, targets: list[dict], indices, idx, num_boxes: float) -> dict:
+    """``loss_bbox`` (L1) and ``loss_giou`` (1 - GIoU) of the matched boxes, summed over boxes and
+    divided by ``num_boxes``."""
+    device = outputs["pred_boxes"].device
+    src = outputs["pred_boxes"][idx].float()
+    tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(device).float()
+    giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
+    return {"loss_bbox": F.l1_loss(src, tgt, reduction="sum") / num_boxes, "loss_giou": (1 - giou).sum() / num_boxes}
 
 
 def build_weight_dict(ce: float, bbox: float, giou: float, aux_layers: int) -> dict:

@@ -39,7 +39,8 @@ from torch import nn
 from ..core.names import ACTIVATIONS
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
-from .detr import MLP, pad_images
+from .decoder_parts import ProjectedAttention, inverse_sigmoid
+from .detr import MLP, as_batch, layer_outputs
 from .transformer import EncoderLayer
 
 #: the reference's logit clamps its argument to [1e-3, 1 - 1e-3] (Conditional DETR's to 1e-5)
@@ -49,12 +50,6 @@ ANCHOR_TEMPERATURE = 10000.0
 #: the encoder's query_scale is 256 wide in the reference whatever the model width, so the
 #: reference runs at hidden_dim 256 only; this model follows hidden_dim
 REFERENCE_HIDDEN_DIM = 256
-
-
-def inverse_sigmoid(x: torch.Tensor, eps: float = INVERSE_SIGMOID_EPS) -> torch.Tensor:
-    """logit(x) with x clamped to [0, 1], then x and 1 - x each to at least ``eps``."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def anchor_sine_embedding(anchors: torch.Tensor, d_model: int) -> torch.Tensor:
@@ -71,34 +66,6 @@ def anchor_sine_embedding(anchors: torch.Tensor, d_model: int) -> torch.Tensor:
 
     x, y, w, h = anchors.unbind(-1)
     return torch.cat((embed(y), embed(x), embed(w), embed(h)), dim=-1)
-
-
-class PreProjectedAttention(nn.Module):
-    """Multi-head attention over queries, keys and values projected by the caller: no
-    in-projection, only ``out_proj`` (value width to value width). Queries and keys may be wider
-    than values (per head ``qk_dim / heads`` against ``value_dim / heads``); the logits are scaled
-    by ``(qk_dim / heads)^-0.5``. Tensors are batch-first."""
-
-    def __init__(self, qk_dim: int, value_dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if qk_dim % num_heads or value_dim % num_heads:
-            raise ValueError(f"attention widths {qk_dim} (queries, keys) and {value_dim} (values) must be "
-                             f"divisible by the {num_heads} heads")
-        self.num_heads, self.dropout = num_heads, dropout
-        self.scale = (qk_dim // num_heads) ** -0.5
-        self.out_proj = nn.Linear(value_dim, value_dim)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def forward(self, query, key, value, key_padding_mask=None):
-        """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); ``key_padding_mask`` (B, S) True on
-        padding. Returns (B, L, Ev)."""
-        B, L, _ = query.shape
-        S, Ev = value.shape[1], value.shape[2]
-        split = lambda x, n: x.reshape(B, n, self.num_heads, -1).transpose(1, 2)  # noqa: E731
-        keep = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(split(query, L), split(key, S), split(value, S), attn_mask=keep,
-                                             dropout_p=self.dropout if self.training else 0.0, scale=self.scale)
-        return self.out_proj(out.transpose(1, 2).reshape(B, L, Ev))
 
 
 class DABEncoder(nn.Module):
@@ -143,7 +110,7 @@ class DABDecoderLayer(nn.Module):
         self.sa_qcontent_proj, self.sa_qpos_proj = linear(), linear()
         self.sa_kcontent_proj, self.sa_kpos_proj = linear(), linear()
         self.sa_v_proj = linear()
-        self.self_attn = PreProjectedAttention(d_model, d_model, nhead, dropout)
+        self.self_attn = ProjectedAttention(d_model, d_model, nhead, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
         self.ca_qcontent_proj = linear()
@@ -151,7 +118,7 @@ class DABDecoderLayer(nn.Module):
         self.ca_kcontent_proj, self.ca_kpos_proj = linear(), linear()
         self.ca_v_proj = linear()
         self.ca_qpos_sine_proj = linear()
-        self.cross_attn = PreProjectedAttention(2 * d_model, d_model, nhead, dropout)
+        self.cross_attn = ProjectedAttention(2 * d_model, d_model, nhead, dropout)
         self.nhead = nhead
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -226,7 +193,7 @@ class DABDecoder(nn.Module):
                                  spatial[..., d // 2:] * (ref_wh[..., 0] / anchors[..., 2]).unsqueeze(-1)), dim=-1)
             output = layer(output, memory, memory_mask, pos, query_pos, spatial)
             if i < len(self.layers) - 1:  # the last layer's refinement would feed nothing
-                refined = (self.bbox_embed(output) + inverse_sigmoid(anchors)).sigmoid()
+                refined = (self.bbox_embed(output) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
                 used.append(refined)
                 anchors = refined.detach()
             outputs.append(self.norm(output))
@@ -318,7 +285,7 @@ class DABDETR(nn.Module):
         if random_refpoints_xy:
             with torch.no_grad():
                 xy = self.refpoint_embed.weight[:, :2]
-                xy.copy_(inverse_sigmoid(xy.uniform_(0, 1)))
+                xy.copy_(inverse_sigmoid(xy.uniform_(0, 1), INVERSE_SIGMOID_EPS))
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.transformer.decoder.bbox_embed = self.bbox_embed  # one box head: refinement and predictions
@@ -333,19 +300,12 @@ class DABDETR(nn.Module):
         mask (True on padding; None means no padding). ``need_weights`` adds the encoder
         self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer) and
         the feature map's (H, W) under ``feature_shape``."""
-        if isinstance(images, (list, tuple)):
-            images, mask = pad_images(list(images))
-        elif mask is None:
-            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        images, mask = as_batch(images, mask)
         feat, mask, pos = self.backbone(images, mask)
         hs, anchors, weights = self.transformer(self.input_proj(feat), mask, self.refpoint_embed.weight, pos,
                                                 need_weights=need_weights)
         logits = self.class_embed(hs)
-        boxes = (self.bbox_embed(hs) + inverse_sigmoid(anchors)).sigmoid()
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "anchors": anchors}
-        if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
-        if need_weights:
-            out["encoder_attention"] = weights
-            out["feature_shape"] = tuple(feat.shape[-2:])
+        boxes = (self.bbox_embed(hs) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
+        out = layer_outputs(logits, boxes, self.aux_loss, weights if need_weights else None, feat.shape[-2:])
+        out["anchors"] = anchors
         return out

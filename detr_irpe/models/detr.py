@@ -44,6 +44,30 @@ def pad_images(images: list[torch.Tensor], size_divisibility: int = 0) -> tuple[
     return batch, mask
 
 
+def as_batch(images, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded (B, 3, H, W) batch and its mask (True on padding) from a list of CHW images, or from
+    a padded batch and its mask (None: no padding)."""
+    if isinstance(images, (list, tuple)):
+        return pad_images(list(images))
+    if mask is None:
+        mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+    return images, mask
+
+
+def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, aux_loss: bool, encoder_attention=None,
+                  feature_shape=None) -> dict:
+    """The model's outputs from every decoder layer's (layers, B, Q, ...) logits and boxes: the last
+    layer's, the earlier ones' under ``aux_outputs`` with ``aux_loss``, and the encoder attention
+    maps and feature-map shape when given."""
+    out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+    if aux_loss:
+        out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+    if encoder_attention is not None:
+        out["encoder_attention"] = encoder_attention
+        out["feature_shape"] = tuple(feature_shape)
+    return out
+
+
 class DETR(nn.Module):
     """DETR; ``forward`` returns ``pred_logits`` (B, Q, classes + 1), ``pred_boxes`` (B, Q, 4,
     normalised cx, cy, w, h) and, with auxiliary loss, ``aux_outputs`` of the earlier decoder layers."""
@@ -64,19 +88,11 @@ class DETR(nn.Module):
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
         mask (True on padding; None means no padding). ``need_weights`` adds the encoder
         self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer)."""
-        if isinstance(images, (list, tuple)):
-            images, mask = pad_images(list(images))
-        elif mask is None:
-            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+        images, mask = as_batch(images, mask)
         feat, mask, pos = self.backbone(images, mask)
         hs, _, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
                                           need_weights=need_weights)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
-        if need_weights:
-            out["encoder_attention"] = weights
-            out["feature_shape"] = tuple(feat.shape[-2:])
+        out = layer_outputs(logits, boxes, self.aux_loss, weights if need_weights else None, feat.shape[-2:])
         return out

@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_convert, generalized_box_iou
 
-from .criterion import average_box_count, matched_permutation
+from .criterion import box_losses, cardinality_error, layer_losses, matched_permutation
 from .matcher import HungarianMatcher
 
 #: the focusing exponent of the focal loss; both references fix it at 2
@@ -44,13 +43,7 @@ class FocalSetCriterion(nn.Module):
         """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h);
         ``num_boxes``: the normaliser of the losses (boxes_per_process; computed here, with a
         collective in a distributed run, when not given)."""
-        if num_boxes is None:
-            num_boxes = average_box_count(targets, outputs["pred_logits"].device)
-        losses = self._losses(outputs, targets, num_boxes, log=True)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            for name, value in self._losses(aux, targets, num_boxes, log=False).items():
-                losses[f"{name}_{i}"] = value
-        return losses
+        return layer_losses(self._losses, outputs, targets, self.num_classes, num_boxes)
 
     def _losses(self, outputs: dict, targets: list[dict], num_boxes: float, log: bool) -> dict:
         indices = self.matcher(outputs, targets)
@@ -71,13 +64,6 @@ class FocalSetCriterion(nn.Module):
                     out["class_error"] = 100.0 * (1.0 - correct)
                 else:
                     out["class_error"] = logits.new_tensor(100.0)
-            lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=device, dtype=torch.float32)
-            # as the references: queries whose best class is not the last one (a logging figure)
-            predicted = (logits.argmax(-1) != C - 1).sum(1).float()
-            out["cardinality_error"] = F.l1_loss(predicted, lengths)
-        src = outputs["pred_boxes"][idx].float()
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(device).float()
-        out["loss_bbox"] = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        giou = torch.diag(generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
-        out["loss_giou"] = (1 - giou).sum() / num_boxes
+            out["cardinality_error"] = cardinality_error(logits, targets)
+        out.update(box_losses(outputs, targets, indices, idx, num_boxes))
         return out

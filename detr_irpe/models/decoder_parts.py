@@ -1,0 +1,51 @@
+"""What the Conditional DETR and DAB-DETR decoders share: attention over inputs their layers
+project beforehand (no in-projection; queries and keys may be wider than values), and the logit
+of boxes and points."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """logit(x), with x clamped to [0, 1] and both x and 1 - x to at least ``eps`` (each reference
+    has its own: Conditional DETR 1e-5, DAB-DETR 1e-3)."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class ProjectedAttention(nn.Module):
+    """Multi-head attention over queries, keys and values projected beforehand: no in-projection,
+    an output projection of the value width. Queries and keys may be wider than values (per head
+    ``query_dim / heads`` against ``value_dim / heads``); the scale is ``(query_dim / heads)^-0.5``.
+    Tensors are batch-first."""
+
+    def __init__(self, query_dim: int, value_dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if query_dim % num_heads or value_dim % num_heads:
+            raise ValueError(f"attention widths {query_dim} (queries, keys) and {value_dim} (values) "
+                             f"must be divisible by the {num_heads} heads")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.scaling = (query_dim // num_heads) ** -0.5
+        self.out_proj = nn.Linear(value_dim, value_dim)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, key_padding_mask=None):
+        """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); key_padding_mask (B, S) True on
+        padding. Returns (B, L, Ev)."""
+        B, L, _ = query.shape
+        S, Ev = value.shape[1], value.shape[2]
+        h = self.num_heads
+
+        def heads(x, n):
+            return x.reshape(B, n, h, -1).transpose(1, 2)
+
+        q, k, v = heads(query * self.scaling, L), heads(key, S), heads(value, S)
+        scores = q @ k.transpose(-1, -2)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        out = (weights @ v).transpose(1, 2).reshape(B, L, Ev)
+        return self.out_proj(out)
