@@ -34,7 +34,7 @@ from torch import nn
 
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
-from .decoder_parts import ProjectedAttention, inverse_sigmoid
+from .decoder_parts import ProjectedAttention, init_sigmoid_heads, inverse_sigmoid
 from .detr import MLP, as_batch, layer_outputs
 from .transformer import Encoder, EncoderLayer
 
@@ -203,10 +203,7 @@ class ConditionalDETR(nn.Module):
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         # focal-loss prior: every class starts at probability 0.01; boxes start at the reference point
-        prior = 0.01
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        init_sigmoid_heads(self.class_embed, self.bbox_embed)
 
     def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its

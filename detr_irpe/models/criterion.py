@@ -65,11 +65,7 @@ class SetCriterion(nn.Module):
         out = {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)}
         with torch.no_grad():
             if log:
-                if len(matched_labels):
-                    correct = (logits[idx].argmax(-1) == matched_labels).float().mean()
-                    out["class_error"] = 100.0 * (1.0 - correct)
-                else:
-                    out["class_error"] = logits.new_tensor(0.0)
+                out["class_error"] = class_error(logits[idx], matched_labels, if_none=0.0)
             out["cardinality_error"] = cardinality_error(logits, targets)
         out.update(box_losses(outputs, targets, indices, idx, num_boxes))
         return out
@@ -95,6 +91,15 @@ def layer_losses(losses_of, outputs: dict, targets: list[dict], num_classes: int
         for name, value in losses_of(aux, targets, num_boxes, log=False).items():
             losses[f"{name}_{i}"] = value
     return losses
+
+
+@torch.no_grad()
+def class_error(matched_logits: torch.Tensor, matched_labels: torch.Tensor, if_none: float) -> torch.Tensor:
+    """The percentage of matched predictions whose best class is not their target's; ``if_none``
+    without matches (DETR's code says 0, Conditional and DAB-DETR's 100)."""
+    if not len(matched_labels):
+        return matched_logits.new_tensor(if_none)
+    return 100.0 * (1.0 - (matched_logits.argmax(-1) == matched_labels).float().mean())
 
 
 @torch.no_grad()

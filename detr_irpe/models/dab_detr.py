@@ -39,7 +39,7 @@ from torch import nn
 from ..core.names import ACTIVATIONS
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
-from .decoder_parts import ProjectedAttention, inverse_sigmoid
+from .decoder_parts import ProjectedAttention, init_sigmoid_heads, inverse_sigmoid
 from .detr import MLP, as_batch, layer_outputs
 from .transformer import EncoderLayer
 
@@ -290,10 +290,7 @@ class DABDETR(nn.Module):
         self.backbone = backbone
         self.transformer.decoder.bbox_embed = self.bbox_embed  # one box head: refinement and predictions
         # focal-loss prior: every class starts at probability 0.01; boxes start at their anchors
-        prior = 0.01
-        nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
-        nn.init.zeros_(self.bbox_embed.layers[-1].weight)
-        nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        init_sigmoid_heads(self.class_embed, self.bbox_embed)
 
     def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its

@@ -4,9 +4,22 @@ of boxes and points."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: the class probability the sigmoid heads start at (the references' focal-loss prior)
+CLASS_PRIOR = 0.01
+
+
+def init_sigmoid_heads(class_embed: nn.Linear, bbox_embed: nn.Module) -> None:
+    """The references' start: every class at probability CLASS_PRIOR, boxes at their reference
+    point or anchor (the box head's last layer zero)."""
+    nn.init.constant_(class_embed.bias, -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR))
+    nn.init.zeros_(bbox_embed.layers[-1].weight)
+    nn.init.zeros_(bbox_embed.layers[-1].bias)
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .criterion import box_losses, cardinality_error, layer_losses, matched_permutation
+from .criterion import box_losses, cardinality_error, class_error, layer_losses, matched_permutation
 from .matcher import HungarianMatcher
 
 #: the focusing exponent of the focal loss; both references fix it at 2
@@ -59,11 +59,7 @@ class FocalSetCriterion(nn.Module):
         out = {"loss_ce": sigmoid_focal_loss(logits, onehot[..., :-1], num_boxes, self.focal_alpha) * Q}
         with torch.no_grad():
             if log:
-                if len(matched_labels):
-                    correct = (logits[idx].argmax(-1) == matched_labels).float().mean()
-                    out["class_error"] = 100.0 * (1.0 - correct)
-                else:
-                    out["class_error"] = logits.new_tensor(100.0)
+                out["class_error"] = class_error(logits[idx], matched_labels, if_none=100.0)
             out["cardinality_error"] = cardinality_error(logits, targets)
         out.update(box_losses(outputs, targets, indices, idx, num_boxes))
         return out
