@@ -34,7 +34,7 @@ from torch import nn
 
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
-from .decoder_parts import ProjectedAttention, init_sigmoid_heads, inverse_sigmoid
+from .decoder_parts import ProjectedAttention, decoder_layer_forward, init_sigmoid_heads, inverse_sigmoid
 from .detr import MLP, as_batch, layer_outputs
 from .transformer import Encoder, EncoderLayer
 
@@ -90,29 +90,7 @@ class ConditionalDecoderLayer(nn.Module):
 
     def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed):
         """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S)."""
-        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
-        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, self.sa_v_proj(tgt))))
-
-        q = self.ca_qcontent_proj(tgt)
-        k = self.ca_kcontent_proj(memory)
-        k_pos = self.ca_kpos_proj(pos)
-        if self.ca_qpos_proj is not None:  # layer 0: k_pos is in both halves of the key
-            q = q + self.ca_qpos_proj(query_pos)
-            k = k + k_pos
-        q_sine = self.ca_qpos_sine_proj(query_sine_embed)
-        q = self._concat_heads(q, q_sine)
-        k = self._concat_heads(k, k_pos)
-        attn = self.cross_attn(q, k, self.ca_v_proj(memory), key_padding_mask=memory_mask)
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(ffn))
-
-    def _concat_heads(self, content, position):
-        """(B, N, C) twice -> (B, N, 2C): per head, the head's content features then its position's."""
-        B, N, C = content.shape
-        h = self.nhead
-        return torch.cat([content.view(B, N, h, C // h), position.view(B, N, h, C // h)], dim=-1).view(B, N, 2 * C)
+        return decoder_layer_forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, F.relu)
 
 
 class ConditionalDecoder(nn.Module):

@@ -62,3 +62,34 @@ class ProjectedAttention(nn.Module):
         weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
         out = (weights @ v).transpose(1, 2).reshape(B, L, Ev)
         return self.out_proj(out)
+
+
+def concat_heads(content: torch.Tensor, position: torch.Tensor, nhead: int) -> torch.Tensor:
+    """(B, N, C) twice -> (B, N, 2C): per head, the head's content features then its position's."""
+    B, N, C = content.shape
+    return torch.cat([content.view(B, N, nhead, C // nhead), position.view(B, N, nhead, C // nhead)],
+                     dim=-1).view(B, N, 2 * C)
+
+
+def decoder_layer_forward(layer: nn.Module, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, activation):
+    """One post-norm decoder layer of Conditional DETR or DAB-DETR (``layer`` holds their
+    ``sa_*`` / ``ca_*`` projections, ``self_attn``, ``cross_attn``, ``linear1/2``, ``norm1-3`` and
+    dropouts): query self-attention, cross-attention with per-head [content ; position] queries and
+    keys, feed-forward with ``activation``. tgt, query_pos, query_sine_embed (B, Q, C); memory, pos
+    (B, S, C); memory_mask (B, S)."""
+    q = layer.sa_qcontent_proj(tgt) + layer.sa_qpos_proj(query_pos)
+    k = layer.sa_kcontent_proj(tgt) + layer.sa_kpos_proj(query_pos)
+    tgt = layer.norm1(tgt + layer.dropout1(layer.self_attn(q, k, layer.sa_v_proj(tgt))))
+
+    q = layer.ca_qcontent_proj(tgt)
+    k = layer.ca_kcontent_proj(memory)
+    k_pos = layer.ca_kpos_proj(pos)
+    if layer.ca_qpos_proj is not None:  # layer 0: k_pos is in both halves of the key
+        q = q + layer.ca_qpos_proj(query_pos)
+        k = k + k_pos
+    q = concat_heads(q, layer.ca_qpos_sine_proj(query_sine_embed), layer.nhead)
+    k = concat_heads(k, k_pos, layer.nhead)
+    attn = layer.cross_attn(q, k, layer.ca_v_proj(memory), key_padding_mask=memory_mask)
+    tgt = layer.norm2(tgt + layer.dropout2(attn))
+    ffn = layer.linear2(layer.dropout(activation(layer.linear1(tgt))))
+    return layer.norm3(tgt + layer.dropout3(ffn))
