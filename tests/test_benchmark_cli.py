@@ -1,5 +1,6 @@
 """detr-irpe benchmark end to end on tiny shapes: the encoder table's rows per variant and kernel,
-the training step's profile breakdown, and the reference option's errors."""
+the training step's rows per decoder and variant, its profile breakdown, and the reference
+option's errors."""
 
 import json
 import subprocess
@@ -38,6 +39,17 @@ def test_encoder_table_has_a_row_per_variant_and_kernel(capsys):
     assert rows[0] == ("no iRPE", "auto") and table["rows"][0]["fwd+bwd ms"] > 0
     assert rows == [(n, "auto") for n in VARIANTS] + [(n, "sdpa") for n in VARIANTS if n not in with_values]
     assert "flex: no backward pass on the cpu" in table["left out"]
+
+
+def test_train_step_table_has_a_row_per_decoder_and_variant(capsys):
+    argv = ["train-step", "--device", "cpu", "--backbone", "resnet18", "--height", "64", "--width", "64",
+            "--decoders", "detr", "conditional", "dab", "--no-memory", "--repeats", "1", "--json"]
+    assert main(argv) == 0
+    table, = _json_objects(capsys.readouterr().out)
+    rows = [(r["decoder"], r["variant"]) for r in table["rows"]]
+    assert rows == [(d, v) for d in ("detr", "conditional", "dab") for v in ("no iRPE", "rpe-2.0-product-ctx-1-k")]
+    assert all(r["s/step"] > 0 and r["iRPE overhead"].endswith("%") for r in table["rows"])
+    assert [r["iRPE overhead"] for r in table["rows"]][::2] == ["+0.0%"] * 3  # each decoder against its own
 
 
 def test_train_step_profile_breaks_a_step_into_its_phases(capsys):

@@ -1,7 +1,8 @@
 """One DETR training step (forward, loss with matching, backward, clipping, AdamW) on two images
 of about 512 x 683 (or cycling through the multi-scale recipe's sizes), without iRPE and with
-rpe-2.0-product-ctx-1-k, in float32, TF32 and bf16 autocast, side by side; optionally the
-reference code's step in the same run, and a profiler breakdown of one variant's step."""
+rpe-2.0-product-ctx-1-k, in float32, TF32 and bf16 autocast, for DETR's decoder and those of the
+family (their 50-epoch recipes), side by side; optionally the reference DETR code's step in the
+same run, and a profiler breakdown of one variant's step."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ..models import build_model
 from .common import PHASES, machine_description, peak_memory, print_table, profile_step, time_interleaved
 
 VARIANTS = {"no iRPE": "", "rpe-2.0-product-ctx-1-k": "rpe-2.0-product-ctx-1-k"}
+#: the config each decoder's step is built from: DETR's defaults, the family's 50-epoch recipes
+DECODER_CONFIGS = {"detr": None, "conditional": "conditional/base", "dab": "dab/base"}
 #: fp32: full float32 (the reference's); tf32: TF32 matmuls and convolutions; bf16: autocast
 #: the shorter sides of the paper's multi-scale training resize (the longer side follows 4:3)
 RECIPE_SIZES = tuple(range(480, 801, 32))
@@ -35,12 +38,13 @@ def _batch(height: int, width: int, dev: torch.device, seed: int = 1):
     return images, targets
 
 
-def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: str | None):
+def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: str | None, decoder: str = "detr"):
     """(model, criterion, optimizer, batch adapter) of this project or of the reference code."""
     torch.manual_seed(0)
     if reference is None:
-        cfg = load_config(None, [f"model.backbone.name={backbone}", "model.backbone.weights=none",
-                                 f"model.irpe={irpe}", f"model.attention_kernel={kernel}"])
+        cfg = load_config(DECODER_CONFIGS[decoder], [
+            f"model.backbone.name={backbone}", "model.backbone.weights=none", f"model.irpe={irpe}",
+            f"model.attention_kernel={kernel}"])
         model, criterion, _ = build_model(cfg)
         model.to(dev).train()
         return model, criterion.to(dev), build_optimizer(model, cfg.train), lambda images: images
@@ -55,10 +59,10 @@ def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: 
 
 
 def _setup(irpe: str, backbone: str, height: int, width: int, device: str, precision: str = "fp32",
-           kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = ()):
+           kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = (), decoder: str = "detr"):
     """A function running one training step, or one per size of ``sizes`` (shorter sides)."""
     dev = torch.device(device)
-    model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference)
+    model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference, decoder)
     shapes = [(s, round(s * 4 / 3)) for s in sizes] or [(height, width)]
     batches = [_batch(h, w, dev) for h, w in shapes]
 
@@ -85,39 +89,40 @@ def _setup(irpe: str, backbone: str, height: int, width: int, device: str, preci
 
 
 def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, memory=True, as_json=False,
-        precisions=("fp32",), kernel="auto", reference=None, multiscale=False):
-    """Print the training-step table (every variant x precision, and the reference code's
-    variants when ``reference`` names its checkout); returns its rows."""
+        precisions=("fp32",), kernel="auto", reference=None, multiscale=False, decoders=("detr",)):
+    """Print the training-step table (every decoder x variant x precision, and the reference DETR
+    code's variants when ``reference`` names its checkout); returns its rows."""
     dev = torch.device(device)
     skipped = [p for p in precisions if p != "fp32" and dev.type != "cuda"]
     precisions = [p for p in precisions if p not in skipped]
     sizes = RECIPE_SIZES if multiscale else ()
-    codes = [("this project", None)] + ([("reference", reference)] if reference else [])
+    codes = [("this project", None)] + ([("reference", reference)] if reference and "detr" in decoders else [])
     # the reference has no mixed precision: its rpe_ops extension takes float32 only
-    cases = {(code, n, p): (VARIANTS[n], backbone, height, width, device, p, kernel, path, sizes)
-             for code, path in codes for p in precisions for n in VARIANTS if not (path and p == "bf16")}
+    cases = {(code, d, n, p): (VARIANTS[n], backbone, height, width, device, p, kernel, path, sizes, d)
+             for code, path in codes for d in (decoders if path is None else ("detr",)) for p in precisions
+             for n in VARIANTS if not (path and p == "bf16")}
     times = time_interleaved({c: _setup(*a) for c, a in cases.items()}, dev, repeats, warmup=2)
     steps = len(sizes) or 1
     rows = []
     for case, args in cases.items():
-        code, name, precision = case
+        code, decoder, name, precision = case
         per_step = times[case] / steps
         mem = peak_memory(_setup, args, dev) if memory and not sizes else float("nan")
-        vs_fp32 = times[(code, name, "fp32")] / times[case] if "fp32" in precisions else float("nan")
-        ref_case = ("reference", name, precision if precision != "bf16" else "fp32")
+        vs_fp32 = times[(code, decoder, name, "fp32")] / times[case] if "fp32" in precisions else float("nan")
+        ref_case = ("reference", decoder, name, precision if precision != "bf16" else "fp32")
         vs_reference = times[ref_case] / times[case] if ref_case in times else float("nan")
-        overhead = f"{100 * (times[case] / times[(code, 'no iRPE', precision)] - 1):+.1f}%"
-        rows.append([code, name, precision, per_step, 2 / per_step, mem, overhead, vs_fp32, vs_reference])
+        overhead = f"{100 * (times[case] / times[(code, decoder, 'no iRPE', precision)] - 1):+.1f}%"
+        rows.append([code, decoder, name, precision, per_step, 2 / per_step, mem, overhead, vs_fp32, vs_reference])
     shape = (f"2 images, shorter side cycling {sizes[0]}-{sizes[-1]} (step 32, 4:3)" if sizes
              else f"2 images ~{height} x {width}")
     extra = {"machine": machine_description(dev),
-             "step": f"DETR-{backbone} (6+6 layers, 100 queries), {shape}, forward + loss with Hungarian matching + "
+             "step": f"{backbone} (6+6 layers; DETR: 100 queries, the family: 300), {shape}, forward + loss with Hungarian matching + "
                      f"backward + clip + AdamW, attention kernel {kernel}, median of {repeats}; speed-ups: the "
                      f"same code and variant in fp32, the reference code with the same variant and precision "
                      f"(fp32 for bf16: the reference has no mixed precision), over this row's time"}
     if skipped:
         extra["left out"] = f"{', '.join(skipped)}: CUDA only"
-    print_table("Training step", ["code", "variant", "precision", "s/step", "images/s", "peak MiB",
+    print_table("Training step", ["code", "decoder", "variant", "precision", "s/step", "images/s", "peak MiB",
                                      "iRPE overhead", "speed-up vs fp32", "speed-up vs reference"],
                 rows, as_json, extra)
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.names import PRECISIONS
+from ..core.names import DECODERS, PRECISIONS
 from .cli import Parser, parse_command_line
 
 USAGE = """Benchmarks that print figures (Markdown tables, or JSON with --json). The variants of each
@@ -61,6 +61,8 @@ def build_parser() -> Parser:
                     help="fp32 (full float32), tf32 (TF32 matmuls and convolutions), bf16 (autocast); CUDA "
                          "for the last two")
     ts.add_argument("--kernel", default="auto", help="attention kernel (auto plain fused sdpa flex)")
+    ts.add_argument("--decoders", nargs="+", default=["detr"], choices=DECODERS,
+                    help="decoders whose steps are timed (conditional, dab: their 50-epoch recipes)")
     ts.add_argument("--multiscale", action="store_true",
                     help="each timed call is one step per training size of the paper's recipe (shorter side "
                          "480-800, step 32)")
@@ -133,8 +135,8 @@ def main(argv=None) -> int:
             return 0
         rows = train_step.run(device, t.backbone, t.height, t.width, repeats=rep or 11, memory=not t.no_memory,
                               as_json=as_json, precisions=tuple(t.precisions), kernel=t.kernel,
-                              reference=t.reference, multiscale=t.multiscale)
-        step_seconds = rows[0][3]
+                              reference=t.reference, multiscale=t.multiscale, decoders=tuple(t.decoders))
+        step_seconds = rows[0][4]
     if cmd in ("data", "all"):
         from ..benchmark import data as data_bench
 
