@@ -94,3 +94,15 @@ def test_predict_and_export_work_on_the_decoder(run, cache, tmp_path, capsys):
                                           "--output-dir", tmp_path / "onnx", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["passed"] and max(result["max_abs_diff"].values()) < 1e-4
+
+
+def test_figures_and_attention_distance_work_on_the_decoder(run, tmp_path):
+    ckpt = run["out"] / "checkpoint.pth"
+    visualize = tool_main("visualize")
+    for figure in (["predictions", "--val", 2, "--score-threshold", 0], ["attention", "--val-index", 0], ["rpe"]):
+        out = tmp_path / figure[0]
+        assert run_tool(visualize, [*figure, "--checkpoint", ckpt, "--output-dir", out]) == 0
+        assert (out / f"{figure[0]}.png").stat().st_size > 1000
+    out = tmp_path / "distance"
+    assert run_tool(tool_main("attention"), ["--checkpoint", ckpt, "--images", 4, "--output-dir", out]) == 0
+    assert any(p.suffix == ".json" for p in out.iterdir())

@@ -45,7 +45,8 @@ class SetCriterion(nn.Module):
         self.num_classes, self.matcher, self.weight_dict, self.eos_coef = num_classes, matcher, weight_dict, eos_coef
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
-        self.register_buffer("empty_weight", empty_weight)
+        # derived from the config, not learned: kept out of state dicts
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
 
     def forward(self, outputs: dict, targets: list[dict], num_boxes: float | None = None) -> dict:
         """``targets``: per image ``labels`` (int64) and ``boxes`` (normalised cx, cy, w, h);

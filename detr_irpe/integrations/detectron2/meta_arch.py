@@ -65,7 +65,6 @@ class DetrIrpe(nn.Module):
         self.class_map = class_map
         # derived from the config, not learned: kept out of state dicts, so that a checkpoint holds
         # exactly the DETR weights
-        self.criterion.register_buffer("empty_weight", self.criterion.empty_weight, persistent=False)
         self.register_buffer("to_detr", class_map.to_detr_table(), persistent=False)
         self.register_buffer("from_detr", class_map.from_detr_table(num_classes), persistent=False)
 
