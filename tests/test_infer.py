@@ -180,3 +180,13 @@ def test_the_class_count_of_a_sigmoid_head_has_no_no_object_row():
         state = _model(TINY + [f"model.decoder={decoder}", "model.num_classes=7"]).state_dict()
         assert state["class_embed.weight"].shape[0] == 7
         assert "model.num_classes=7" in infer_overrides(state, source=decoder, given=["model.nheads=4"])
+
+
+def test_a_dab_option_the_weights_contradict_is_refused_naming_it():
+    state = _model(TINY + ["model.decoder=dab", "model.activation=prelu", "model.num_patterns=3"]).state_dict()
+    with pytest.raises(SourceError, match=r"dab.pth: model.num_patterns=0 was given, but the weights have "
+                                          r"model.num_patterns=3 \(3 pattern embeddings\)"):
+        infer_architecture(state, source="dab.pth", given=["model.nheads=4", "model.num_patterns=0"])
+    with pytest.raises(SourceError, match=r"model.activation=relu was given, but the weights have "
+                                          r"model.activation=prelu"):
+        infer_architecture(state, source="dab.pth", given=["model.nheads=4", "model.activation=relu"])
