@@ -1,4 +1,4 @@
-"""Every image mode becomes 8-bit RGB (README, "What happens when things go wrong"): grayscale,
+"""Every image mode becomes 8-bit RGB (docs/reliability.md): grayscale,
 alpha, palettes, 16-bit samples, CMYK, bilevel."""
 
 import numpy as np

@@ -1,5 +1,5 @@
-"""Duplicate ids and wrong JSON types in the annotation file are refused naming the entry (README,
-"What happens when things go wrong")."""
+"""Duplicate ids and wrong JSON types in the annotation file are refused naming the entry
+(docs/reliability.md)."""
 
 import json
 

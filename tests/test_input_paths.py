@@ -1,4 +1,4 @@
-"""File names and paths of dataset input (README, "What happens when things go wrong"): spaces,
+"""File names and paths of dataset input (docs/reliability.md): spaces,
 non-ASCII names, subfolders and symlinks are read; a file where a folder is expected, or the
 reverse, is named."""
 

@@ -1,5 +1,5 @@
-"""Sizes that come from dataset input are bounded before anything is allocated from them (README,
-"What happens when things go wrong"): image pixels (from the file header, declared and stored),
+"""Sizes that come from dataset input are bounded before anything is allocated from them
+(docs/reliability.md): image pixels (from the file header, declared and stored),
 category ids, ids of more than 64 bits, an empty images list."""
 
 import json

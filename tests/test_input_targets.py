@@ -1,5 +1,5 @@
-"""What the targets hold for classes of dataset input (README, "What happens when things go
-wrong"): category id gaps, crowd regions, images without boxes."""
+"""What the targets hold for classes of dataset input (docs/reliability.md):
+category id gaps, crowd regions, images without boxes."""
 
 import pytest
 import torch
