@@ -83,10 +83,12 @@ def test_bad_ablation_files_are_named(tmp_path):
 def test_every_shipped_ablation_file_loads():
     files = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
     studies = {f.stem.split("_", 1)[1] for f in files}
-    assert studies == {"position", "method", "mode", "rpe_on", "shared", "buckets"}
+    assert studies == {"position", "method", "mode", "rpe_on", "shared", "buckets", "decoders"}
     for f in files:
         ab = load_ablation(f)
         assert ab.baseline in ab.variants
+        for overrides in ab.variants.values():  # every variant is a valid config
+            load_config(ab.base, [*ab.overrides, *overrides])
 
 
 def test_runs_go_seed_by_seed(tmp_path):

@@ -106,3 +106,45 @@ def test_figures_and_attention_distance_work_on_the_decoder(run, tmp_path):
     out = tmp_path / "distance"
     assert run_tool(tool_main("attention"), ["--checkpoint", ckpt, "--images", 4, "--output-dir", out]) == 0
     assert any(p.suffix == ".json" for p in out.iterdir())
+
+
+#: the reference codes' command-line options of a small model, as their main.py stores them in
+#: a checkpoint's ``args`` (Conditional DETR's name no model; DAB-DETR's do)
+REFERENCE_ARGS = {
+    "conditional": dict(cls_loss_coef=2, focal_alpha=0.25, set_cost_class=2),
+    "dab": dict(modelname="dab_detr", transformer_activation="prelu", pe_temperatureH=20, pe_temperatureW=20,
+                num_select=300, num_patterns=0, random_refpoints_xy=False, cls_loss_coef=1, focal_alpha=0.25),
+}
+
+
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_a_reference_checkpoint_with_args_evaluates_without_a_config(decoder, cache, tmp_path):
+    import argparse
+
+    common = dict(backbone="resnet18", dilation=False, position_embedding="sine", enc_layers=1, dec_layers=1,
+                  dim_feedforward=64, hidden_dim=32, dropout=0.0, nheads=4, num_queries=5, dataset_file="coco",
+                  set_cost_bbox=5, set_cost_giou=2, bbox_loss_coef=5, giou_loss_coef=2, lr=1e-4, epochs=50)
+    model_overrides = [f"model.decoder={decoder}", "model.backbone.name=resnet18", "model.backbone.weights=none",
+                       "model.backbone.norm=frozen_bn", "model.backbone.dilation=false", "model.hidden_dim=32",
+                       "model.nheads=4", "model.enc_layers=1", "model.dec_layers=1", "model.dim_feedforward=64",
+                       "model.num_queries=5", "model.num_classes=91", "model.dropout=0.0", "model.irpe=null"]
+    if decoder == "dab":
+        model_overrides += ["model.activation=prelu", "model.pe_temperature=20", "model.num_select=300"]
+    overrides = micro(cache, tmp_path / "unused", *model_overrides)
+    cfg = load_config(None, overrides)
+    from detr_irpe.models import build_model
+
+    torch.manual_seed(0)
+    state = build_model(cfg)[0].state_dict()
+    reference = tmp_path / "reference.pth"
+    save_checkpoint({"model": state, "args": argparse.Namespace(**common, **REFERENCE_ARGS[decoder])}, reference)
+    data = [o for o in overrides if o.startswith(("data.", "eval."))]
+    from_args, results = _evaluate(reference, tmp_path / "args", *data)
+    own = tmp_path / "own.pth"
+    from detr_irpe.config import config_to_dict
+
+    save_checkpoint({"model": state, "config": config_to_dict(cfg)}, own)
+    from_config, own_results = _evaluate(own, tmp_path / "own", *data)
+    assert len(results) == len(own_results) > 0
+    for key in ("AP", "AP50", "AR100"):
+        assert from_args["metrics"][key] == from_config["metrics"][key], key
