@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
 TERMS = 5
 STEPS = 3  # batches per epoch
-#: a feed-forward layer wide enough that a checkpoint write takes long enough to be caught
+#: a feed-forward layer wide enough that a checkpoint write takes long enough to be caught; model
+#: EMA on, so that its average and update count are resumed exactly too (its AP is the logged one)
 SOAK = ["train.eval_every=1", f"train.max_steps_per_epoch={STEPS}", "data.synthetic.num_val=16",
-        "model.dim_feedforward=2048"]
+        "model.dim_feedforward=2048", "train.ema=true", "train.ema_decay=0.99", "train.ema_warmup=5"]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,9 @@ def _assert_same_run(out: Path, ref: Path, epochs: int) -> None:
     """Weights bitwise equal, every epoch logged once with the same losses, every step in
     TensorBoard once with the same values, the update counter at epochs x steps."""
     assert same_weights(weights(out / "checkpoint.pth"), weights(ref / "checkpoint.pth"))
-    assert load_checkpoint(out / "checkpoint.pth")["scheduler"]["update"] == epochs * STEPS
+    state, ref_state = load_checkpoint(out / "checkpoint.pth"), load_checkpoint(ref / "checkpoint.pth")
+    assert state["scheduler"]["update"] == state["ema"]["updates"] == epochs * STEPS
+    assert same_weights(state["ema"]["model"], ref_state["ema"]["model"])
     log, ref_log = _log(out), _log(ref)
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
     assert [(r["train_loss"], r["AP"], r["updates"]) for r in log] == [(r["train_loss"], r["AP"], r["updates"])

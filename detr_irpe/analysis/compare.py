@@ -50,9 +50,10 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """Whether the run logged its last epoch (``run_info.json`` names it; without one, yes)."""
+        """Whether the run logged its last epoch (``run_info.json`` names it; without one, yes) or
+        was ended by early stopping."""
         epochs = self.info.get("epochs")
-        return epochs is None or self.log[-1].get("epoch", 0) >= epochs
+        return epochs is None or self.log[-1].get("epoch", 0) >= epochs or bool(self.info.get("stopped_early"))
 
 
 @dataclass

@@ -33,6 +33,8 @@ def build_parser() -> Parser:
     parser.add_argument("--backend", choices=BACKENDS, help="COCO evaluation implementation")
     parser.add_argument("--batch-size", type=int, help="images per process per batch (eval.batch_size)")
     parser.add_argument("--per-category", action="store_true", help="also print AP per category")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="a run with model EMA (train.ema): its raw weights instead of the EMA ones")
     add_device_argument(parser, "where the model runs (train.device)")
     add_overrides_argument(parser)
     return parser
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     from ..models import build_model
     from ..core.logs import setup_logging
 
-    src = open_source(args.checkpoint)
+    src = open_source(args.checkpoint, raw_weights=args.raw_weights)
     cfg = source_config(src, args.config, eval_overrides(args))
     info = init_distributed(cfg.train.device)
     out = check_output_dir(output_folder(args, src), "--output-dir" if args.output_dir else "output folder")

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = (
     "train.epochs", "train.eval_every", "train.log_every", "train.writers", "train.experiment", "train.output_dir",
     "train.device", "train.dist_timeout_s", "train.compile", "train.channels_last", "train.tf32", "train.on_nonfinite",
+    "train.eval_raw", "train.early_stop_metric", "train.early_stop_patience", "train.early_stop_min_delta",
     "model.attention_kernel", "model.backbone.weights", "model.backbone.allow_random_init",
     "data.root", "data.train_images", "data.train_annotations", "data.val_images", "data.val_annotations",
     "data.synthetic.cache_dir", "data.num_workers", "data.invalid_images", "data.max_image_pixels", "eval.",

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..core.errors import UserError
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
 from ..core.names import (ACTIVATIONS, AMP_MODES, BACKBONES, BACKENDS, DATASETS, DECODERS, INVALID_IMAGE_MODES,
-                          KERNELS, NO_VALUE_TERM, NONFINITE_MODES, NORMS, POSITION_EMBEDDINGS, WRITERS)
+                          KERNELS, METRIC_NAMES, NO_VALUE_TERM, NONFINITE_MODES, NORMS, POSITION_EMBEDDINGS,
+                          WRITERS)
 from ..core.rpe_spec import RPESpec
 
 
@@ -299,6 +300,18 @@ class TrainConfig(Section):
     writers: list[str] = field(default_factory=lambda: ["tensorboard"])
     #: the Weights & Biases project / MLflow experiment the run is logged to
     experiment: str = "detr-irpe"
+    #: model EMA: evaluate (and choose checkpoint_best on) an exponential moving average of the
+    #: weights, decay ema_decay warmed up over ema_warmup optimizer updates (RT-DETR's schedule)
+    ema: bool = False
+    ema_decay: float = 0.9999
+    ema_warmup: int = 2000
+    #: with ema: also evaluate the raw weights (logged as raw_AP, raw_AP50, ...)
+    eval_raw: bool = False
+    #: early stopping: the validation metric watched (one of METRIC_NAMES; null: off), the
+    #: evaluations without an improvement of more than early_stop_min_delta before the run ends
+    early_stop_metric: str | None = None
+    early_stop_patience: int = 5
+    early_stop_min_delta: float = 0.0
 
     def validate(self, at: str):
         for name in self.writers:
@@ -321,6 +334,16 @@ class TrainConfig(Section):
         check_choice(self.on_nonfinite, NONFINITE_MODES, f"{at}.on_nonfinite")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
             raise ConfigError(f"{at}.max_steps_per_epoch must be > 0 or null, got {self.max_steps_per_epoch}")
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"{at}.ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_positive(self.ema_warmup, f"{at}.ema_warmup")
+        if self.eval_raw and not self.ema:
+            raise ConfigError(f"{at}.eval_raw evaluates the raw weights beside the EMA ones; it needs {at}.ema=true")
+        if self.early_stop_metric is not None:
+            check_choice(self.early_stop_metric, METRIC_NAMES, f"{at}.early_stop_metric")
+        check_positive(self.early_stop_patience, f"{at}.early_stop_patience")
+        if self.early_stop_min_delta < 0:
+            raise ConfigError(f"{at}.early_stop_min_delta must be >= 0, got {self.early_stop_min_delta}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{at}.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

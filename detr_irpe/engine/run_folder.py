@@ -20,6 +20,8 @@ class SavedProgress:
 
     epoch: int
     step_in_epoch: int = 0
+    #: the run ended by early stopping: finished before its last epoch
+    stopped_early: bool = False
 
     @property
     def finished_epochs(self) -> int:
@@ -71,12 +73,13 @@ class RunFolder:
         return path, progress
 
     def state(self, epochs: int) -> str:
-        """``done`` (its resume checkpoint has committed ``epochs`` epochs), ``partial`` (a
-        checkpoint to resume from) or ``new``."""
+        """``done`` (its resume checkpoint has committed ``epochs`` epochs, or early stopping ended
+        it), ``partial`` (a checkpoint to resume from) or ``new``."""
         found = self.resume_checkpoint()
         if found is None:
             return "new"
-        return "done" if found[1].finished_epochs >= epochs else "partial"
+        progress = found[1]
+        return "done" if progress.finished_epochs >= epochs or progress.stopped_early else "partial"
 
     def read_log(self) -> list[dict]:
         """The epoch records of ``log.jsonl``. A line that is not one JSON record (torn by a
@@ -109,4 +112,4 @@ def read_progress(path: Path) -> SavedProgress | None:
         return None
     if "epoch" not in ckpt or "optimizer" not in ckpt:
         return None
-    return SavedProgress(int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)))
+    return SavedProgress(int(ckpt["epoch"]), int(ckpt.get("step_in_epoch", 0)), bool(ckpt.get("stopped_early")))

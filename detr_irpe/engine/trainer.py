@@ -34,7 +34,8 @@ from ..evaluation.metrics_report import format_metrics_table
 from ..hub.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..models import build_model
 from ..models.criterion import box_count, boxes_per_process
-from .hooks import CheckpointHook, EvalHook, Hook
+from .ema import ModelEMA
+from .hooks import CheckpointHook, EarlyStopping, EvalHook, Hook
 from .initial_weights import load_initial_weights
 from .interrupt import StopSignals, TrainingInterrupted
 from .monitor import StepMonitor, console_for_progress_bars
@@ -61,6 +62,11 @@ class Progress:
     update: int = 0          # optimizer updates so far
     best_ap: float = -1.0
     skipped_steps: int = 0
+    # early stopping: the best value of the watched metric, evaluations since it, and why the run
+    # ended early (None while it goes on)
+    best_metric: float | None = None
+    evals_since_best: int = 0
+    stopped_early: dict | None = None
     # the epoch so far: summed loss terms, steps and images of this process (an epoch resumed
     # mid-way logs the same means as one never stopped)
     epoch_sums: dict = field(default_factory=dict)
@@ -112,6 +118,7 @@ class Trainer:
         self.criterion.to(self.device)
         if init_from:
             load_initial_weights(self.model, init_from)
+        self.ema = ModelEMA(self.model, tc.ema_decay, tc.ema_warmup) if tc.ema else None
         self.optimizer = build_optimizer(self.model, tc)
         self.schedule = LRSchedule(tc.lr_drop, tc.warmup_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
@@ -177,6 +184,13 @@ class Trainer:
         p.update = int(ckpt.get("scheduler", {}).get("update", 0))
         p.best_ap = float(ckpt.get("best_ap", -1.0))
         p.skipped_steps = int(ckpt.get("skipped_steps", 0))
+        p.best_metric, p.evals_since_best = ckpt.get("best_metric"), int(ckpt.get("evals_since_best", 0))
+        p.stopped_early = ckpt.get("stopped_early")
+        if self.ema is not None:
+            if not ckpt.get("ema"):
+                raise CheckpointError(f"checkpoint {path} has no EMA state: train.ema cannot be turned on when "
+                                      f"resuming; start a new run with --init-from")
+            self.ema.load_state_dict(ckpt["ema"])
         partial = ckpt.get("epoch_partial") or []
         if p.step_in_epoch and len(partial) == self.dist.world_size:
             mine = partial[self.dist.rank]
@@ -198,7 +212,9 @@ class Trainer:
                               "warmup_iters": self.cfg.train.warmup_iters},
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": p.epoch, "step_in_epoch": p.step_in_epoch, "best_ap": p.best_ap,
-                "skipped_steps": p.skipped_steps, "rng": gather_rng_states(),
+                "skipped_steps": p.skipped_steps, "best_metric": p.best_metric,
+                "evals_since_best": p.evals_since_best, "stopped_early": p.stopped_early,
+                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": gather_rng_states(),
                 "epoch_partial": gather_objects({"sums": {k: float(v) for k, v in p.epoch_sums.items()},
                                                  "steps": p.epoch_steps, "images": p.epoch_images}),
                 "config": config_to_dict(self.cfg), "world_size": self.dist.world_size}
@@ -221,7 +237,7 @@ class Trainer:
             for hook in self.hooks:
                 hook.before_train(self)
             with console_for_progress_bars():  # evaluation has a progress bar too
-                while self.progress.epoch < tc.epochs:
+                while self.progress.epoch < tc.epochs and not self.progress.stopped_early:
                     record = self.train_one_epoch()
                     for hook in self.hooks:
                         hook.after_epoch(self, record)
@@ -229,10 +245,11 @@ class Trainer:
                 hook.after_train(self)
         return record
 
-    def evaluate(self) -> dict:
-        """COCO metrics of the current weights on the val split (collective)."""
-        return evaluate(self.model, self.postprocess, self.val_loader, self.cfg, self.device,
-                        progress=sys.stderr.isatty())
+    def evaluate(self, raw: bool = False) -> dict:
+        """COCO metrics on the val split (collective) of the EMA weights when ``train.ema`` is on
+        (of the raw ones with ``raw``), else of the current weights."""
+        model = self.ema.module if self.ema is not None and not raw else self.model
+        return evaluate(model, self.postprocess, self.val_loader, self.cfg, self.device, progress=sys.stderr.isatty())
 
     def evaluate_only(self) -> dict:
         """COCO AP of the current weights on the val split, printed and returned (writes nothing)."""
@@ -353,6 +370,8 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         p.update += 1
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     def _nonfinite(self, losses: dict, loss, ranks: tuple[int, ...]):
         """Every process is here at the same step: skip it, or save the last good state and stop."""
@@ -387,8 +406,8 @@ class Trainer:
 
 def default_hooks(trainer: Trainer) -> list[Hook]:
     """Evaluation first (the writers see the epoch's AP), the checkpoint last (it commits the epoch)."""
-    return [RunInfoWriter(), EvalHook(), JsonlWriter(), *build_writers(trainer.cfg.train.writers), ConsoleWriter(),
-            CheckpointHook()]
+    return [RunInfoWriter(), EvalHook(), EarlyStopping(), JsonlWriter(), *build_writers(trainer.cfg.train.writers),
+            ConsoleWriter(), CheckpointHook()]
 
 
 def _float_outputs(outputs: dict) -> dict:

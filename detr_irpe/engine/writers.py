@@ -100,7 +100,13 @@ class TensorBoardWriter(Hook):
 
 class RunInfoWriter(Hook):
     """``run_info.json``: what a comparison needs to know about a run without loading its model
-    (parameter counts, the encodings, the machine)."""
+    (parameter counts, the encodings, the decoder, the machine), and why it ended early, if it did."""
+
+    def after_train(self, trainer):
+        if trainer.is_main and trainer.progress.stopped_early:
+            path = trainer.folder / trainer.folder.RUN_INFO
+            info = json.loads(path.read_text())
+            atomic_write_json(path, {**info, "stopped_early": trainer.progress.stopped_early}, indent=1)
 
     def before_train(self, trainer):
         if not trainer.is_main:
@@ -111,11 +117,12 @@ class RunInfoWriter(Hook):
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "irpe_parameters": irpe, "irpe": str(cfg.model.irpe) if cfg.model.irpe else None,
                 "position_embedding": cfg.model.position_embedding, "encoder_abs_pos": cfg.model.encoder_abs_pos,
+                "decoder": cfg.model.decoder, "ema": cfg.train.ema,
                 "backbone": cfg.model.backbone.name, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
                 "world_size": trainer.dist.world_size, "device": str(trainer.device),
                 "dist_backend": torch.distributed.get_backend() if is_distributed() else None,
                 "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
-                "torch": torch.__version__}
+                "torch": torch.__version__, "stopped_early": trainer.progress.stopped_early}
         atomic_write_json(trainer.folder / trainer.folder.RUN_INFO, info, indent=1)
 
 

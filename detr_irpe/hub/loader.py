@@ -67,8 +67,9 @@ class LoadedModel:
         return f"{Path(self.source).name} ({irpe if irpe else 'abs only'})"
 
 
-def open_source(source: str | os.PathLike) -> ModelSource:
-    """Read a model source (see the module's docstring) without building a model."""
+def open_source(source: str | os.PathLike, raw_weights: bool = False) -> ModelSource:
+    """Read a model source (see the module's docstring) without building a model. A checkpoint of
+    a run with model EMA gives its EMA weights, or with ``raw_weights`` its raw ones."""
     from .checkpoint import load_checkpoint
     from .huggingface import is_hf_folder, read_hf_folder
     from .zoo import ZOO, zoo_entry
@@ -76,7 +77,7 @@ def open_source(source: str | os.PathLike) -> ModelSource:
     text = str(source)
     if isinstance(source, str) and (text in ZOO or URL.match(text)):
         path = local_file(text)
-        src = _checkpoint_source(load_checkpoint(path), text, path)
+        src = _checkpoint_source(load_checkpoint(path), text, path, raw_weights)
         src.overrides = list(zoo_entry(text).overrides) if text in ZOO else []
         return src
     path = Path(text).expanduser()
@@ -88,7 +89,7 @@ def open_source(source: str | os.PathLike) -> ModelSource:
         return ModelSource(label=text, state=hf.state, overrides=list(hf.overrides), class_names=hf.class_names,
                            path=path)
     if path.is_file():
-        return _checkpoint_source(load_checkpoint(path), text, path)
+        return _checkpoint_source(load_checkpoint(path), text, path, raw_weights)
     if isinstance(source, str) and "/" not in text and not path.suffix:
         import difflib
 
@@ -114,7 +115,13 @@ def local_file(source: str | os.PathLike) -> Path:
     return Path(text).expanduser()
 
 
-def _checkpoint_source(ckpt: dict, label: str, path: Path) -> ModelSource:
+def _checkpoint_source(ckpt: dict, label: str, path: Path, raw_weights: bool = False) -> ModelSource:
+    ema = ckpt.get("ema")
+    if isinstance(ema, dict) and isinstance(ema.get("model"), dict):
+        which = "raw weights (--raw-weights)" if raw_weights else "EMA weights (the raw ones with --raw-weights)"
+        log.info("model source %s: a run with model EMA; using its %s", label, which)
+        if not raw_weights:
+            return ModelSource(label=label, state=ema["model"], checkpoint=ckpt, path=path)
     return ModelSource(label=label, state=ckpt["model"], checkpoint=ckpt, path=path)
 
 
@@ -143,15 +150,16 @@ def source_config(src: ModelSource, config: str | os.PathLike | None = None, ove
 
 
 def load_model(source, overrides: Sequence[str] = (), device="cpu", config: str | os.PathLike | None = None,
-               ) -> LoadedModel:
+               raw_weights: bool = False) -> LoadedModel:
     """Build the model of ``source`` (a checkpoint file, URL, zoo name or Hugging Face folder),
     load its weights strictly and put it in eval mode on ``device``; ``overrides`` are
-    ``key=value`` strings (e.g. ``data.root=/data/coco`` for the data the tools read)."""
+    ``key=value`` strings (e.g. ``data.root=/data/coco`` for the data the tools read);
+    ``raw_weights``: a model-EMA run's raw weights instead of its EMA ones."""
     from .checkpoint import load_state_dict
     from ..core.runtime import resolve_device
     from ..models import build_model
 
-    src = source if isinstance(source, ModelSource) else open_source(source)
+    src = source if isinstance(source, ModelSource) else open_source(source, raw_weights)
     cfg = source_config(src, config, overrides)
     model, _, post = build_model(cfg)
     load_state_dict(model, src.state, source=f"model source {src.label}")
