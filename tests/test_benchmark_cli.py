@@ -76,3 +76,12 @@ def test_bad_options_are_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train-step", "--precisions", "fp16"])
     assert exc.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_train_step_with_ema_adds_a_row_per_variant_with_the_update(capsys):
+    argv = ["train-step", "--device", "cpu", "--backbone", "resnet18", "--height", "64", "--width", "64",
+            "--ema", "--no-memory", "--repeats", "1", "--json"]
+    assert main(argv) == 0
+    table, = _json_objects(capsys.readouterr().out)
+    names = [r["variant"] for r in table["rows"]]
+    assert names == ["no iRPE", "rpe-2.0-product-ctx-1-k", "no iRPE + EMA", "rpe-2.0-product-ctx-1-k + EMA"]

@@ -34,3 +34,11 @@ def test_an_unchanged_config_changes_nothing():
                                           ("evaluation.x", False)])
 def test_which_settings_a_resume_may_change(key, allowed):
     assert may_change_on_resume(key) is allowed
+
+
+def test_a_setting_newer_than_the_run_counts_as_its_default():
+    stored = config_to_dict(load_config(None, []))
+    del stored["train"]["ema"]  # a checkpoint written before the option existed
+    assert check_resume_changes(stored, load_config(None, []), "old.pth") == {}
+    with pytest.raises(ConfigError, match="train.ema=True differs from the run's train.ema=False"):
+        check_resume_changes(stored, load_config(None, ["train.ema=true"]), "old.pth")

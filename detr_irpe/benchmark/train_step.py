@@ -10,6 +10,7 @@ import torch
 from torch.profiler import record_function
 
 from ..config import load_config
+from ..engine.ema import ModelEMA
 from ..engine.optim import build_optimizer
 from ..engine.precision import set_tf32
 from ..models import build_model
@@ -59,10 +60,13 @@ def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: 
 
 
 def _setup(irpe: str, backbone: str, height: int, width: int, device: str, precision: str = "fp32",
-           kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = (), decoder: str = "detr"):
-    """A function running one training step, or one per size of ``sizes`` (shorter sides)."""
+           kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = (), decoder: str = "detr",
+           ema: bool = False):
+    """A function running one training step (with a model-EMA update after the optimizer's with
+    ``ema``), or one per size of ``sizes`` (shorter sides)."""
     dev = torch.device(device)
     model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference, decoder)
+    average = ModelEMA(model) if ema else None
     shapes = [(s, round(s * 4 / 3)) for s in sizes] or [(height, width)]
     batches = [_batch(h, w, dev) for h, w in shapes]
 
@@ -78,6 +82,9 @@ def _setup(irpe: str, backbone: str, height: int, width: int, device: str, preci
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if average is not None:
+            with record_function("ema"):
+                average.update(model)
 
     def step():
         if dev.type == "cuda":  # process-wide: set for each variant as it runs
@@ -89,18 +96,23 @@ def _setup(irpe: str, backbone: str, height: int, width: int, device: str, preci
 
 
 def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, memory=True, as_json=False,
-        precisions=("fp32",), kernel="auto", reference=None, multiscale=False, decoders=("detr",)):
-    """Print the training-step table (every decoder x variant x precision, and the reference DETR
-    code's variants when ``reference`` names its checkout); returns its rows."""
+        precisions=("fp32",), kernel="auto", reference=None, multiscale=False, decoders=("detr",), ema=False):
+    """Print the training-step table (every decoder x variant x precision, with ``ema`` each
+    variant also with a model-EMA update, and the reference DETR code's variants when
+    ``reference`` names its checkout); returns its rows."""
     dev = torch.device(device)
     skipped = [p for p in precisions if p != "fp32" and dev.type != "cuda"]
     precisions = [p for p in precisions if p not in skipped]
     sizes = RECIPE_SIZES if multiscale else ()
     codes = [("this project", None)] + ([("reference", reference)] if reference and "detr" in decoders else [])
     # the reference has no mixed precision: its rpe_ops extension takes float32 only
-    cases = {(code, d, n, p): (VARIANTS[n], backbone, height, width, device, p, kernel, path, sizes, d)
+    variants = {n: (spec, False) for n, spec in VARIANTS.items()}
+    if ema:
+        variants.update({f"{n} + EMA": (spec, True) for n, spec in VARIANTS.items()})
+    cases = {(code, d, n, p): (variants[n][0], backbone, height, width, device, p, kernel, path, sizes, d,
+                               variants[n][1])
              for code, path in codes for d in (decoders if path is None else ("detr",)) for p in precisions
-             for n in VARIANTS if not (path and p == "bf16")}
+             for n in variants if not (path and (p == "bf16" or variants[n][1]))}
     times = time_interleaved({c: _setup(*a) for c, a in cases.items()}, dev, repeats, warmup=2)
     steps = len(sizes) or 1
     rows = []

@@ -63,6 +63,7 @@ def build_parser() -> Parser:
     ts.add_argument("--kernel", default="auto", help="attention kernel (auto plain fused sdpa flex)")
     ts.add_argument("--decoders", nargs="+", default=["detr"], choices=DECODERS,
                     help="decoders whose steps are timed (conditional, dab: their 50-epoch recipes)")
+    ts.add_argument("--ema", action="store_true", help="also time each variant with a model-EMA update per step")
     ts.add_argument("--multiscale", action="store_true",
                     help="each timed call is one step per training size of the paper's recipe (shorter side "
                          "480-800, step 32)")
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
             return 0
         rows = train_step.run(device, t.backbone, t.height, t.width, repeats=rep or 11, memory=not t.no_memory,
                               as_json=as_json, precisions=tuple(t.precisions), kernel=t.kernel,
-                              reference=t.reference, multiscale=t.multiscale, decoders=tuple(t.decoders))
+                              reference=t.reference, multiscale=t.multiscale, decoders=tuple(t.decoders),
+                              ema=t.ema)
         step_seconds = rows[0][4]
     if cmd in ("data", "all"):
         from ..benchmark import data as data_bench

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from .files import flat_config
-from .schema import ConfigError
+from .schema import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,9 @@ def check_resume_changes(stored: dict, cfg, source: str) -> dict[str, tuple]:
     """The settings in which ``cfg`` differs from ``stored`` (the run's config, from its
     checkpoint ``source``) as key -> (run's value, new value), each logged; a ConfigError naming
     the first setting a resume may not change."""
-    old, new = flat_config(stored), flat_config(cfg)
-    changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+    # a setting the stored config lacks came after the run was made: the run had its default
+    old, new = {**flat_config(Config()), **flat_config(stored)}, flat_config(cfg)
+    changes = {k: (old.get(k), new[k]) for k in sorted(new) if old.get(k) != new[k]}
     refused = [k for k in changes if not may_change_on_resume(k)]
     if refused:
         k = refused[0]
