@@ -24,11 +24,10 @@ from .coco_json import coco_json_problems, read_coco_json
 from .errors import DatasetError, ImageFileError, ImageTooLargeError
 from .images import check_pixels, load_image
 from ..core.limits import DEFAULT_MAX_IMAGE_PIXELS
+from ..core.names import INVALID_IMAGE_MODES
 from .values import is_int, one_line, show_value
 
 logger = logging.getLogger(__name__)
-
-INVALID_IMAGE_MODES = ("fail", "skip")
 
 
 def coco_paths(data_cfg, split: str) -> tuple[Path, Path]:
