@@ -1,6 +1,7 @@
 """The sigmoid decoders end to end through the commands, each with the iRPE encoder: train, an exact
-resume mid-epoch, evaluate (the project's checkpoint, and weights only without a config), predict,
-and ONNX export with its parity check."""
+resume mid-epoch, evaluate (the project's checkpoint, weights only and a reference checkpoint with
+its args, without a config), predict, ONNX export with its parity check, figures, error analysis
+and attention distance."""
 
 import json
 
@@ -96,7 +97,7 @@ def test_predict_and_export_work_on_the_decoder(run, cache, tmp_path, capsys):
     assert result["passed"] and max(result["max_abs_diff"].values()) < 1e-4
 
 
-def test_figures_and_attention_distance_work_on_the_decoder(run, tmp_path):
+def test_figures_error_analysis_and_attention_distance_work_on_the_decoder(run, tmp_path):
     ckpt = run["out"] / "checkpoint.pth"
     visualize = tool_main("visualize")
     for figure in (["predictions", "--val", 2, "--score-threshold", 0], ["attention", "--val-index", 0], ["rpe"]):
@@ -106,6 +107,10 @@ def test_figures_and_attention_distance_work_on_the_decoder(run, tmp_path):
     out = tmp_path / "distance"
     assert run_tool(tool_main("attention"), ["--checkpoint", ckpt, "--images", 4, "--output-dir", out]) == 0
     assert any(p.suffix == ".json" for p in out.iterdir())
+    out = tmp_path / "analysis"
+    assert run_tool(tool_main("analyze"), ["--checkpoint", ckpt, "--score-threshold", 0, "--output-dir", out]) == 0
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert len(analysis["models"]) == 1
 
 
 #: the reference codes' command-line options of a small model, as their main.py stores them in

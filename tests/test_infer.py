@@ -38,6 +38,10 @@ VARIANTS = {
                                   "model.pe_temperature=20", "model.num_select=300"], ["model.nheads=4"]),
     "tiny_dab_relu_irpe": (TINY + ["model.decoder=dab", "model.irpe=rpe-2.0-product-ctx-1-k", "model.pe_temperature=20",
                                    "model.num_select=300"], []),
+    "tiny_conditional_groups": (TINY + ["model.decoder=conditional", "model.num_groups=3"], ["model.nheads=4"]),
+    "tiny_detr_groups_irpe": (TINY + ["model.num_groups=2", "model.irpe=rpe-2.0-product-ctx-1-k"], []),
+    "tiny_dab_denoising": (TINY + ["model.decoder=dab", "model.dn_groups=5", "model.pe_temperature=20",
+                                   "model.num_select=300"], ["model.nheads=4"]),
 }
 
 

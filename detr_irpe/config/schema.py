@@ -111,6 +111,15 @@ class ModelConfig(Section):
     num_patterns: int = 0
     #: dab: anchor centres drawn uniformly at initialisation (the reference's "fixxy" models)
     random_refpoints_xy: bool = False
+    #: Group DETR: groups of num_queries queries in training, each matched one-to-one and kept
+    #: apart in the decoder's self-attention; inference runs group 0 only (1: off)
+    num_groups: int = 1
+    #: dab: DN-DETR query denoising in training, the number of noised ground-truth groups (0: off)
+    dn_groups: int = 0
+    #: dab with dn_groups: probability that a denoising query's label is replaced by a random class
+    dn_label_noise: float = 0.2
+    #: dab with dn_groups: box noise scale (centres move by up to half this of the size, sizes by this)
+    dn_box_noise: float = 0.4
 
     def validate(self, at: str):
         check_choice(self.position_embedding, POSITION_EMBEDDINGS, f"{at}.position_embedding")
@@ -120,10 +129,23 @@ class ModelConfig(Section):
         if not self.pe_temperature > 0 or not math.isfinite(self.pe_temperature):
             raise ConfigError(f"{at}.pe_temperature must be a finite number > 0, got {self.pe_temperature}")
         check_positive(self.num_select, f"{at}.num_select")
+        if not isinstance(self.num_groups, int) or isinstance(self.num_groups, bool) or self.num_groups < 1:
+            raise ConfigError(f"{at}.num_groups must be an integer >= 1 (1: no Group DETR query groups), "
+                              f"got {self.num_groups!r}")
+        if self.num_groups > 1 and getattr(self, "dn_groups", 0) > 0:
+            raise ConfigError(f"{at}.num_groups={self.num_groups} (Group DETR) cannot be combined with "
+                              f"{at}.dn_groups={self.dn_groups} (query denoising); set one of them off")
         if self.num_patterns < 0:
             raise ConfigError(f"{at}.num_patterns must be >= 0, got {self.num_patterns}")
+        if self.dn_groups < 0:
+            raise ConfigError(f"{at}.dn_groups must be >= 0, got {self.dn_groups}")
+        if not 0 <= self.dn_label_noise <= 1:
+            raise ConfigError(f"{at}.dn_label_noise must be in [0, 1], got {self.dn_label_noise}")
+        if not (self.dn_box_noise >= 0 and math.isfinite(self.dn_box_noise)):
+            raise ConfigError(f"{at}.dn_box_noise must be a finite number >= 0, got {self.dn_box_noise}")
         if self.decoder != "dab":
-            for name, off in (("num_patterns", 0), ("random_refpoints_xy", False), ("activation", "relu")):
+            for name, off in (("num_patterns", 0), ("random_refpoints_xy", False), ("activation", "relu"),
+                              ("dn_groups", 0)):
                 if getattr(self, name) != off:
                     raise ConfigError(f"{at}.{name}={getattr(self, name)} is an option of the DAB-DETR decoder; "
                                       f"set {at}.decoder=dab or leave {at}.{name} at {off}")

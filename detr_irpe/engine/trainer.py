@@ -348,7 +348,9 @@ class Trainer:
             else contextlib.nullcontext()
         with ctx:
             with autocast_context(self.device, tc.amp):
-                outputs = self.train_model(images, mask)
+                # query denoising builds its extra queries from the targets (training only)
+                extra = {"targets": targets} if self.cfg.model.dn_groups else {}
+                outputs = self.train_model(images, mask, **extra)
             # matching and loss in float32
             losses = self.criterion(_float_outputs(outputs), targets, num_boxes=num_boxes)
             weights = self.criterion.weight_dict

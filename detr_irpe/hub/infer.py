@@ -81,6 +81,8 @@ def _own_keys(shapes) -> dict[str, list[str]]:
         "dab": [k for k in ("refpoint_embed.weight", "transformer.decoder.ref_anchor_head.layers.0.weight")
                 if k in shapes],
     }
+#: DN-DETR's denoising groups (its ``scalar``), for weights with a denoising label embedding
+DN_GROUPS = 5
 #: what a decoder's weights leave open, set as its reference recipe does
 RECIPE_DEFAULTS = {
     "dab": {"model.pe_temperature": 20.0, "model.num_select": 300, "model.random_refpoints_xy": False},
@@ -238,7 +240,16 @@ def _architecture_facts(shapes: dict[str, tuple], source: str) -> list[_Fact]:
     facts.append(_heads_fact(shapes, hidden))
     if decoder == "dab":
         facts += _dab_facts(shapes)
+    facts.append(_groups_fact(shapes, queries_key, queries))
     return facts
+
+
+def _groups_fact(shapes: dict[str, tuple], queries_key: str, queries: int) -> _Fact:
+    """Group DETR's query groups: the extra groups' embedding holds (groups - 1) x queries rows
+    (only group 0 runs at inference)."""
+    key = "group_" + queries_key
+    groups = shapes[key][0] // queries + 1 if key in shapes else 1
+    return _told("model.num_groups", groups, f"{key} of shape {shapes[key]}" if key in shapes else "no query groups")
 
 
 def _dab_facts(shapes: dict[str, tuple]) -> list[_Fact]:
@@ -248,6 +259,12 @@ def _dab_facts(shapes: dict[str, tuple]) -> list[_Fact]:
     facts = [_told("model.num_patterns", patterns, f"{patterns} pattern embeddings"),
              _told("model.activation", "prelu" if prelu else "relu",
                    "PReLU parameters" if prelu else "no PReLU parameters")]
+    if "label_enc.weight" in shapes:  # query denoising's label embedding (its group count is training-only)
+        facts.append(_Fact("model.dn_groups", (DN_GROUPS,), lambda v: isinstance(v, int) and v > 0,
+                           "a denoising label embedding (label_enc); model.dn_groups may be any count > 0",
+                           told=False))
+    else:
+        facts.append(_told("model.dn_groups", 0, "no denoising label embedding"))
     for key, value in RECIPE_DEFAULTS["dab"].items():
         facts.append(_Fact(key, (value,), lambda v: v is not None, f"no trace of it; {key} may be {UNTOLD[key]}",
                            told=False))

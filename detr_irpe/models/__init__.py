@@ -6,8 +6,10 @@ from .attention import MultiheadAttention
 from .backbone import Backbone, Joiner
 from ..core.rpe_spec import RPESpec
 from .criterion import SetCriterion, build_weight_dict
+from .denoising import DenoisingFocalSetCriterion, denoising_weight_dict
 from .detr import DETR, pad_images
 from .focal_criterion import FocalSetCriterion
+from .group_criterion import GroupCriterion
 from .matcher import HungarianMatcher
 from .position_encoding import build_position_encoding
 from .postprocess import PostProcess, TopKPostProcess
@@ -42,11 +44,25 @@ def build_model(cfg):
                                     mcfg.dec_layers - 1 if mcfg.aux_loss else 0)
     if mcfg.decoder == "detr":
         matcher = HungarianMatcher(lcfg.set_cost_class, lcfg.set_cost_bbox, lcfg.set_cost_giou)
-        return model, SetCriterion(n, matcher, weight_dict, eos_coef=lcfg.eos_coef), {"bbox": PostProcess()}
+        criterion = SetCriterion(n, matcher, weight_dict, eos_coef=lcfg.eos_coef)
+        return model, _grouped(criterion, mcfg), {"bbox": PostProcess()}
     matcher = HungarianMatcher(lcfg.set_cost_class, lcfg.set_cost_bbox, lcfg.set_cost_giou,
                                focal_alpha=lcfg.focal_alpha)
-    criterion = FocalSetCriterion(n, matcher, weight_dict, focal_alpha=lcfg.focal_alpha)
-    return model, criterion, {"bbox": TopKPostProcess(mcfg.num_select)}
+    focal = FocalSetCriterion
+    if mcfg.dn_groups > 0:  # DN-DETR: the denoising terms, weighted as their matching counterparts
+        weight_dict.update(denoising_weight_dict(weight_dict))
+        focal = DenoisingFocalSetCriterion
+    criterion = focal(n, matcher, weight_dict, focal_alpha=lcfg.focal_alpha)
+    return model, _grouped(criterion, mcfg), {"bbox": TopKPostProcess(mcfg.num_select)}
+
+
+def _grouped(criterion, mcfg):
+    """The criterion, or with ``model.num_groups`` K > 1 Group DETR's loss around it (each group of
+    num_queries x max(num_patterns, 1) queries matched and scored on its own)."""
+    groups = getattr(mcfg, "num_groups", 1)
+    if groups == 1:
+        return criterion
+    return GroupCriterion(criterion, groups, mcfg.num_queries * max(mcfg.num_patterns, 1))
 
 
 def _detector(mcfg, joiner: Joiner, num_classes: int):
@@ -58,15 +74,18 @@ def _detector(mcfg, joiner: Joiner, num_classes: int):
         from .conditional_detr import ConditionalDETR
 
         return ConditionalDETR(joiner, num_classes=num_classes, num_queries=mcfg.num_queries, aux_loss=mcfg.aux_loss,
-                               **encoder)
+                               num_groups=mcfg.num_groups, **encoder)
     if mcfg.decoder == "dab":
         from .dab_detr import DABDETR
 
         return DABDETR(joiner, num_classes=num_classes, num_queries=mcfg.num_queries, aux_loss=mcfg.aux_loss,
                        activation=mcfg.activation, num_patterns=mcfg.num_patterns,
-                       random_refpoints_xy=mcfg.random_refpoints_xy, **encoder)
+                       random_refpoints_xy=mcfg.random_refpoints_xy, dn_groups=mcfg.dn_groups,
+                       dn_label_noise=mcfg.dn_label_noise,
+                       dn_box_noise=mcfg.dn_box_noise, num_groups=mcfg.num_groups, **encoder)
     transformer = Transformer(mcfg.hidden_dim, mcfg.nheads, num_encoder_layers=mcfg.enc_layers,
                               num_decoder_layers=mcfg.dec_layers, dim_feedforward=mcfg.dim_feedforward,
                               dropout=mcfg.dropout, pre_norm=mcfg.pre_norm, rpe=mcfg.irpe,
                               encoder_pos=mcfg.encoder_abs_pos, attention_kernel=mcfg.attention_kernel)
-    return DETR(joiner, transformer, num_classes=num_classes, num_queries=mcfg.num_queries, aux_loss=mcfg.aux_loss)
+    return DETR(joiner, transformer, num_classes=num_classes, num_queries=mcfg.num_queries, aux_loss=mcfg.aux_loss,
+                num_groups=mcfg.num_groups)

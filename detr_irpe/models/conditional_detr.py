@@ -35,7 +35,7 @@ from torch import nn
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
 from .decoder_parts import ProjectedAttention, decoder_layer_forward, init_sigmoid_heads, inverse_sigmoid
-from .detr import MLP, as_batch, layer_outputs
+from .detr import MLP, as_batch, check_num_groups, group_queries, layer_outputs
 from .transformer import Encoder, EncoderLayer
 
 #: the reference's hidden size. Its sine embedding of a reference point has 128 features per
@@ -88,9 +88,11 @@ class ConditionalDecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed):
-        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S)."""
-        return decoder_layer_forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, F.relu)
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, num_groups: int = 1):
+        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S);
+        ``num_groups``: query groups kept apart in the self-attention (Group DETR)."""
+        return decoder_layer_forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, F.relu,
+                                     num_groups=num_groups)
 
 
 class ConditionalDecoder(nn.Module):
@@ -106,14 +108,15 @@ class ConditionalDecoder(nn.Module):
         self.query_scale = MLP(d_model, d_model, d_model, 2)
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos):
-        """Returns (normalised output of every layer (layers, B, Q, C), reference points (B, Q, 2))."""
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, num_groups: int = 1):
+        """Returns (normalised output of every layer (layers, B, Q, C), reference points (B, Q, 2));
+        ``num_groups``: query groups kept apart in the self-attention (Group DETR)."""
         reference_points = self.ref_point_head(query_pos).sigmoid()
         sine = sine_embedding(reference_points, query_pos.shape[-1] // 2)
         outputs = []
         for i, layer in enumerate(self.layers):
             query_sine_embed = sine if i == 0 else sine * self.query_scale(tgt)
-            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine_embed)
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos, query_sine_embed, num_groups)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs), reference_points
 
@@ -137,9 +140,10 @@ class ConditionalTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, mask, query_embed, pos_embed, need_weights=False):
-        """src (B, C, H, W), mask (B, H, W) True on padding, query_embed (Q, C), pos_embed like src.
-        Returns (decoder outputs (layers, B, Q, C), reference points (B, Q, 2), encoder weights)."""
+    def forward(self, src, mask, query_embed, pos_embed, need_weights=False, num_groups: int = 1):
+        """src (B, C, H, W), mask (B, H, W) True on padding, query_embed (Q, C), pos_embed like src;
+        ``num_groups`` K: the Q queries are K consecutive groups kept apart in the decoder's
+        self-attention (Group DETR). Returns (decoder outputs (layers, B, Q, C), reference points (B, Q, 2), encoder weights)."""
         if pos_embed is None:
             raise ValueError("Conditional DETR's cross-attention keys need the absolute position encoding of "
                              "the feature map; the backbone's position encoding returned none (use sine)")
@@ -149,20 +153,27 @@ class ConditionalTransformer(nn.Module):
         mask = mask.flatten(1)
         memory, weights = self.encoder(src, mask, pos if self.encoder_pos else None, (H, W), need_weights)
         query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
-        hs, reference_points = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)
+        hs, reference_points = self.decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos, num_groups)
         return hs, reference_points, weights
 
 
 class ConditionalDETR(nn.Module):
     """Conditional DETR; ``forward`` returns ``pred_logits`` (B, Q, classes: sigmoid logits, no
     no-object class), ``pred_boxes`` (B, Q, 4, normalised cx, cy, w, h), ``reference_points``
-    (B, Q, 2, normalised x, y) and, with auxiliary loss, ``aux_outputs`` of the earlier layers."""
+    (B, Q, 2, normalised x, y) and, with auxiliary loss, ``aux_outputs`` of the earlier layers.
+
+    ``num_groups`` K > 1 (Group DETR): in training K groups of ``num_queries`` queries, group 0
+    ``query_embed``, groups 1 .. K-1 ``group_query_embed`` (built only when K > 1), each group's
+    self-attention kept to the group; the outputs hold K x Q queries, group-major. In eval mode
+    only group 0 runs: the model is the single-group model."""
 
     def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300,
                  hidden_dim: int = REFERENCE_HIDDEN_DIM, nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, rpe: RPESpec | None = None,
-                 encoder_pos: bool = True, attention_kernel: str = "auto", aux_loss: bool = True):
+                 encoder_pos: bool = True, attention_kernel: str = "auto", aux_loss: bool = True,
+                 num_groups: int = 1):
         super().__init__()
+        check_num_groups(num_groups)
         if hidden_dim % 4 or hidden_dim % nheads:
             raise ValueError(f"Conditional DETR needs hidden_dim divisible by 4 and by nheads, got hidden_dim "
                              f"{hidden_dim} and nheads {nheads}: the sine embedding of its reference points has "
@@ -182,6 +193,9 @@ class ConditionalDETR(nn.Module):
         self.backbone = backbone
         # focal-loss prior: every class starts at probability 0.01; boxes start at the reference point
         init_sigmoid_heads(self.class_embed, self.bbox_embed)
+        # built last, so that every other parameter draws what it would in a single-group model
+        self.num_groups = num_groups
+        self.group_query_embed = nn.Embedding((num_groups - 1) * num_queries, hidden_dim) if num_groups > 1 else None
 
     def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
@@ -190,8 +204,9 @@ class ConditionalDETR(nn.Module):
         the feature map's (H, W) under ``feature_shape``."""
         images, mask = as_batch(images, mask)
         feat, mask, pos = self.backbone(images, mask)
-        hs, reference_points, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
-                                                         need_weights=need_weights)
+        queries, groups = group_queries(self, self.query_embed.weight, self.group_query_embed)
+        hs, reference_points, weights = self.transformer(self.input_proj(feat), mask, queries, pos,
+                                                         need_weights=need_weights, num_groups=groups)
         logits = self.class_embed(hs)
         offset = inverse_sigmoid(reference_points, INVERSE_SIGMOID_EPS)
         offset = torch.cat([offset, torch.zeros_like(offset)], dim=-1)

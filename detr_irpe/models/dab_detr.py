@@ -40,7 +40,8 @@ from ..core.names import ACTIVATIONS
 from ..core.rpe_spec import RPESpec
 from .backbone import Joiner
 from .decoder_parts import ProjectedAttention, decoder_layer_forward, init_sigmoid_heads, inverse_sigmoid
-from .detr import MLP, as_batch, layer_outputs
+from .denoising import NoisedTargets, attention_mask, denoising_queries, matching_content, noise_targets, split_outputs
+from .detr import MLP, as_batch, check_num_groups, group_queries, layer_outputs
 from .transformer import EncoderLayer
 
 #: the reference's logit clamps its argument to [1e-3, 1 - 1e-3] (Conditional DETR's to 1e-5)
@@ -127,10 +128,14 @@ class DABDecoderLayer(nn.Module):
         self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout)
         self.activation = nn.PReLU() if activation == "prelu" else None
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed):
-        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S)."""
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, self_attn_mask=None,
+                num_groups: int = 1):
+        """tgt, query_pos, query_sine_embed (B, Q, C); memory, pos (B, S, C); memory_mask (B, S);
+        self_attn_mask (Q, Q) bool, True where query i may not attend to query j; ``num_groups``:
+        query groups kept apart in the self-attention (Group DETR)."""
         act = F.relu if self.activation is None else self.activation
-        return decoder_layer_forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, act)
+        return decoder_layer_forward(self, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, act,
+                                     self_attn_mask=self_attn_mask, num_groups=num_groups)
 
 
 class DABDecoder(nn.Module):
@@ -152,9 +157,12 @@ class DABDecoder(nn.Module):
         self.bbox_embed: MLP | None = None  # the detector's box head, attached by DABDETR
         self.d_model = d_model
 
-    def forward(self, tgt, memory, memory_mask, pos, refpoints_unsigmoid):
+    def forward(self, tgt, memory, memory_mask, pos, refpoints_unsigmoid, self_attn_mask=None,
+                num_groups: int = 1):
         """tgt (B, Q, C) initial content; memory, pos (B, S, C); memory_mask (B, S);
-        refpoints_unsigmoid (B, Q, 4). Returns (normalised output of every layer (layers, B, Q, C),
+        refpoints_unsigmoid (B, Q, 4); self_attn_mask (Q, Q) bool, True where query i may not
+        attend to query j (the denoising groups of ``denoising``); ``num_groups``: query groups
+        kept apart in the self-attention (Group DETR). Returns (normalised output of every layer (layers, B, Q, C),
         the anchor each layer used (layers, B, Q, 4), in the graph as the reference returns them)."""
         if self.bbox_embed is None and len(self.layers) > 1:
             raise ValueError("the decoder refines its anchors with the detector's bbox_embed; attach it first")
@@ -171,7 +179,7 @@ class DABDecoder(nn.Module):
             # modulated attention: the y half by h_r / h, the x half by w_r / w
             spatial = torch.cat((spatial[..., : d // 2] * (ref_wh[..., 1] / anchors[..., 3]).unsqueeze(-1),
                                  spatial[..., d // 2:] * (ref_wh[..., 0] / anchors[..., 2]).unsqueeze(-1)), dim=-1)
-            output = layer(output, memory, memory_mask, pos, query_pos, spatial)
+            output = layer(output, memory, memory_mask, pos, query_pos, spatial, self_attn_mask, num_groups)
             if i < len(self.layers) - 1:  # the last layer's refinement would feed nothing
                 refined = (self.bbox_embed(output) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
                 used.append(refined)
@@ -206,10 +214,17 @@ class DABTransformer(nn.Module):
         self.d_model, self.nhead, self.num_queries, self.num_patterns = d_model, nhead, num_queries, num_patterns
         self.encoder_pos = encoder_pos
 
-    def forward(self, src, mask, refpoint_embed, pos_embed, need_weights=False):
+    def forward(self, src, mask, refpoint_embed, pos_embed, need_weights=False, query_content=None, denoising=None,
+                num_groups: int = 1):
         """src (B, C, H, W), mask (B, H, W) True on padding, refpoint_embed (Q, 4) before the sigmoid,
         pos_embed like src. Returns (decoder outputs (layers, B, Q', C), anchors (layers, B, Q', 4),
-        encoder weights), Q' = num_patterns x Q with patterns (pattern-major), else Q."""
+        encoder weights), Q' = num_patterns x Q with patterns (pattern-major), else Q.
+        ``query_content`` (C,): the content every query starts from (plus its pattern) instead of
+        zeros; ``denoising``: (content (B, P, C), anchor logits (B, P, 4), self-attention mask
+        (P + Q', P + Q')) of P denoising queries put before the others (Q' becomes P + Q').
+        ``num_groups`` K (Group DETR; not with ``denoising``): the Q anchors are K consecutive
+        groups of Q / K, with patterns each group pattern-major on its own (Q' = K x num_patterns x
+        Q / K), the groups kept apart in the decoder's self-attention."""
         if pos_embed is None:
             raise ValueError("DAB-DETR's cross-attention keys need the absolute position encoding of the "
                              "feature map; the backbone's position encoding returned none (use sine)")
@@ -220,14 +235,30 @@ class DABTransformer(nn.Module):
         memory, weights = self.encoder(src, mask, pos, (H, W), need_weights)
         Q = refpoint_embed.shape[0]
         if self.patterns is None:
-            tgt = memory.new_zeros(B, Q, C)
+            tgt = memory.new_zeros(B, Q, C) if query_content is None else query_content.expand(B, Q, C)
+        elif num_groups > 1:
+            k, n = self.num_patterns, Q // num_groups
+            # query (g * k + p) * n + q: group g, pattern p's content with the group's anchor q
+            tgt = self.patterns.weight[None, :, None, :].expand(num_groups, k, n, C).reshape(num_groups * k * n, C)
+            tgt = tgt.unsqueeze(0).expand(B, -1, -1)
+            if query_content is not None:
+                tgt = tgt + query_content
+            refpoint_embed = refpoint_embed.view(num_groups, 1, n, 4).expand(-1, k, -1, -1).reshape(-1, 4)
         else:
             k = self.num_patterns
             # query p * Q + q: pattern p's content with anchor q
             tgt = self.patterns.weight[:, None, :].expand(k, Q, C).reshape(k * Q, C).unsqueeze(0).expand(B, -1, -1)
+            if query_content is not None:
+                tgt = tgt + query_content
             refpoint_embed = refpoint_embed.repeat(k, 1)
         refpoints = refpoint_embed.unsqueeze(0).expand(B, -1, -1)
-        hs, anchors = self.decoder(tgt, memory, mask, pos, refpoints)
+        self_attn_mask = None
+        if denoising is not None:
+            if num_groups > 1:
+                raise ValueError("query denoising and Group DETR's query groups cannot be combined")
+            dn_content, dn_anchors, self_attn_mask = denoising
+            tgt, refpoints = torch.cat([dn_content, tgt], dim=1), torch.cat([dn_anchors, refpoints], dim=1)
+        hs, anchors = self.decoder(tgt, memory, mask, pos, refpoints, self_attn_mask, num_groups)
         return hs, anchors, weights
 
 
@@ -243,14 +274,34 @@ class DABDETR(nn.Module):
     ``random_refpoints_xy`` initialises the anchors' x, y as logit(U(0, 1)); as in the reference
     they are not frozen (its ``requires_grad = False`` lands on a copy), so they still train.
     ``encoder_pos`` False is the "relative only" encoder of ``DABEncoder``: no absolute term in the
-    encoder's queries and keys, no ``transformer.encoder.query_scale``."""
+    encoder's queries and keys, no ``transformer.encoder.query_scale``.
+
+    ``dn_groups`` > 0 adds DN-DETR's query denoising (``denoising``): ``label_enc`` (num_classes + 1
+    rows of hidden_dim - 1, the reference's name) gives every matching query its content
+    (``label_enc(num_classes)``, indicator 0) in training and inference; in training, ``forward``
+    with ``targets`` puts ``dn_groups`` groups of noised ground truth (labels flipped with
+    probability ``dn_label_noise``, boxes moved by up to ``dn_box_noise`` of their size) before
+    the matching queries and returns their outputs under ``dn`` (for
+    ``denoising.DenoisingFocalSetCriterion``); the other outputs are the matching queries' alone.
+
+    ``num_groups`` K > 1 (Group DETR; not with ``dn_groups``): in training K groups of
+    ``num_queries`` anchors (each with the patterns), group 0 ``refpoint_embed``, groups 1 .. K-1
+    ``group_refpoint_embed`` (built only when K > 1, initialised as ``refpoint_embed``), each
+    group's self-attention kept to the group; the outputs hold K x Q' queries, group-major. In
+    eval mode only group 0 runs: the model is the single-group model."""
 
     def __init__(self, backbone: Joiner, *, num_classes: int, num_queries: int = 300,
                  hidden_dim: int = REFERENCE_HIDDEN_DIM, nheads: int = 8, enc_layers: int = 6, dec_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.0, activation: str = "prelu",
                  rpe: RPESpec | None = None, encoder_pos: bool = True, attention_kernel: str = "auto",
-                 aux_loss: bool = True, num_patterns: int = 0, random_refpoints_xy: bool = False):
+                 aux_loss: bool = True, num_patterns: int = 0, random_refpoints_xy: bool = False,
+                 dn_groups: int = 0, dn_label_noise: float = 0.2, dn_box_noise: float = 0.4,
+                 num_groups: int = 1):
         super().__init__()
+        check_num_groups(num_groups)
+        if num_groups > 1 and dn_groups > 0:
+            raise ValueError(f"num_groups={num_groups} (Group DETR) and dn_groups={dn_groups} (query denoising) "
+                             f"cannot be combined; set one of them off")
         if hidden_dim % nheads or hidden_dim % 4:
             raise ValueError(f"DAB-DETR needs hidden_dim divisible by nheads ({nheads}) and by 4 (its anchors' sine "
                              f"embedding gives each coordinate hidden_dim / 2 sine-cosine features), got {hidden_dim}")
@@ -260,29 +311,74 @@ class DABDETR(nn.Module):
                                           dropout=dropout, activation=activation, rpe=rpe, encoder_pos=encoder_pos,
                                           attention_kernel=attention_kernel, num_patterns=num_patterns)
         self.class_embed = nn.Linear(hidden_dim, num_classes)
+        if dn_groups < 0:
+            raise ValueError(f"dn_groups must be >= 0, got {dn_groups}")
+        self.dn_groups, self.dn_label_noise, self.dn_box_noise = dn_groups, dn_label_noise, dn_box_noise
+        # the denoising label embedding (its last feature is the indicator); only with denoising
+        self.label_enc = nn.Embedding(num_classes + 1, hidden_dim - 1) if dn_groups > 0 else None
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.refpoint_embed = nn.Embedding(num_queries, 4)
         if random_refpoints_xy:
-            with torch.no_grad():
-                xy = self.refpoint_embed.weight[:, :2]
-                xy.copy_(inverse_sigmoid(xy.uniform_(0, 1), INVERSE_SIGMOID_EPS))
+            _random_xy(self.refpoint_embed)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden_dim, kernel_size=1)
         self.backbone = backbone
         self.transformer.decoder.bbox_embed = self.bbox_embed  # one box head: refinement and predictions
         # focal-loss prior: every class starts at probability 0.01; boxes start at their anchors
         init_sigmoid_heads(self.class_embed, self.bbox_embed)
+        # Group DETR's extra anchor groups, built last, so that every other parameter draws what it
+        # would in a single-group model
+        self.num_groups = num_groups
+        self.group_refpoint_embed = nn.Embedding((num_groups - 1) * num_queries, 4) if num_groups > 1 else None
+        if self.group_refpoint_embed is not None and random_refpoints_xy:
+            _random_xy(self.group_refpoint_embed)
 
-    def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
+    def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False,
+                targets: list[dict] | None = None, noised: NoisedTargets | None = None) -> dict:
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
         mask (True on padding; None means no padding). ``need_weights`` adds the encoder
         self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer) and
-        the feature map's (H, W) under ``feature_shape``."""
+        the feature map's (H, W) under ``feature_shape``. ``targets`` (per image ``labels`` and
+        normalised ``boxes``): read only in training with denoising, where they are required;
+        ``noised``: denoising queries drawn beforehand (``denoising.noise_targets``), used instead
+        of drawing from ``targets``."""
         images, mask = as_batch(images, mask)
+        dn = None
+        if self.dn_groups > 0 and self.training:
+            if noised is None:
+                if targets is None:
+                    raise ValueError("model.dn_groups > 0: training needs the targets for the denoising queries; "
+                                     "call model(images, mask, targets=targets)")
+                noised = noise_targets(targets, self.dn_groups, self.dn_label_noise, self.dn_box_noise,
+                                       self.num_classes)
+            if noised.pad_size > 0:
+                dn = noised
         feat, mask, pos = self.backbone(images, mask)
-        hs, anchors, weights = self.transformer(self.input_proj(feat), mask, self.refpoint_embed.weight, pos,
-                                                need_weights=need_weights)
+        content = None if self.label_enc is None else matching_content(self.label_enc, self.num_classes)
+        denoising = None
+        if dn is not None:
+            queries = self.transformer.num_queries * max(self.transformer.num_patterns, 1)
+            counts = [dn.single_pad]  # the mask depends on the largest count only
+            denoising = (*denoising_queries(dn, self.label_enc, feat.shape[0]),
+                         attention_mask(queries, dn.groups, counts, device=feat.device))
+        refpoints, groups = group_queries(self, self.refpoint_embed.weight, self.group_refpoint_embed)
+        hs, anchors, weights = self.transformer(self.input_proj(feat), mask, refpoints, pos,
+                                                need_weights=need_weights, query_content=content,
+                                                denoising=denoising, num_groups=groups)
         logits = self.class_embed(hs)
         boxes = (self.bbox_embed(hs) + inverse_sigmoid(anchors, INVERSE_SIGMOID_EPS)).sigmoid()
+        part = None
+        if dn is not None:
+            logits, boxes, part = split_outputs(logits, boxes, dn, self.aux_loss)
+            anchors = anchors[:, :, dn.pad_size:]
         out = layer_outputs(logits, boxes, self.aux_loss, weights if need_weights else None, feat.shape[-2:])
         out["anchors"] = anchors
+        if part is not None:
+            out["dn"] = part
         return out
+
+
+def _random_xy(embedding: nn.Embedding) -> None:
+    """Anchor centres logit(U(0, 1)) (the reference's ``random_refpoints_xy``)."""
+    with torch.no_grad():
+        xy = embedding.weight[:, :2]
+        xy.copy_(inverse_sigmoid(xy.uniform_(0, 1), INVERSE_SIGMOID_EPS))

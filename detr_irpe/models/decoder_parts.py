@@ -45,9 +45,11 @@ class ProjectedAttention(nn.Module):
         self.out_proj = nn.Linear(value_dim, value_dim)
         nn.init.zeros_(self.out_proj.bias)
 
-    def forward(self, query, key, value, key_padding_mask=None):
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None):
         """query (B, L, Eq), key (B, S, Eq), value (B, S, Ev); key_padding_mask (B, S) True on
-        padding. Returns (B, L, Ev)."""
+        padding; ``attn_mask`` (L, S), (B, L, S) or (B, heads, L, S): boolean, True where a query
+        may not attend to a key (as torch.nn.MultiheadAttention), or float, added to the logits.
+        Returns (B, L, Ev)."""
         B, L, _ = query.shape
         S, Ev = value.shape[1], value.shape[2]
         h = self.num_heads
@@ -59,9 +61,33 @@ class ProjectedAttention(nn.Module):
         scores = q @ k.transpose(-1, -2)
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if attn_mask is not None:
+            mask = attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask
+            scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
         weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
         out = (weights @ v).transpose(1, 2).reshape(B, L, Ev)
         return self.out_proj(out)
+
+
+def group_attn_mask(num_groups: int, group_size: int, device=None) -> torch.Tensor:
+    """The (K * n, K * n) boolean self-attention mask of ``num_groups`` K consecutive groups of
+    ``group_size`` n queries (Group DETR): True (blocked) between queries of different groups."""
+    group = torch.arange(num_groups * group_size, device=device) // group_size
+    return group[:, None] != group[None, :]
+
+
+def fold_groups(x: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(B, K * n, C) -> (B * K, n, C): each of the K consecutive query groups its own batch row, so
+    that attention over the result is attention within each group (the block-diagonal
+    ``group_attn_mask``, at 1/K of its cost, as the Group DETR implementations do)."""
+    B, N, C = x.shape
+    return x.reshape(B * num_groups, N // num_groups, C)
+
+
+def unfold_groups(x: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """The inverse of ``fold_groups``: (B * K, n, C) -> (B, K * n, C)."""
+    BK, n, C = x.shape
+    return x.reshape(BK // num_groups, num_groups * n, C)
 
 
 def concat_heads(content: torch.Tensor, position: torch.Tensor, nhead: int) -> torch.Tensor:
@@ -71,15 +97,25 @@ def concat_heads(content: torch.Tensor, position: torch.Tensor, nhead: int) -> t
                      dim=-1).view(B, N, 2 * C)
 
 
-def decoder_layer_forward(layer: nn.Module, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, activation):
+def decoder_layer_forward(layer: nn.Module, tgt, memory, memory_mask, pos, query_pos, query_sine_embed, activation,
+                          num_groups: int = 1, self_attn_mask=None):
     """One post-norm decoder layer of Conditional DETR or DAB-DETR (``layer`` holds their
     ``sa_*`` / ``ca_*`` projections, ``self_attn``, ``cross_attn``, ``linear1/2``, ``norm1-3`` and
     dropouts): query self-attention, cross-attention with per-head [content ; position] queries and
     keys, feed-forward with ``activation``. tgt, query_pos, query_sine_embed (B, Q, C); memory, pos
-    (B, S, C); memory_mask (B, S)."""
+    (B, S, C); memory_mask (B, S). ``num_groups`` K > 1 (Group DETR, training): the Q queries are K
+    consecutive groups and the self-attention stays within each (see ``fold_groups``);
+    ``self_attn_mask``: the self-attention's ``attn_mask`` (of ProjectedAttention; with K > 1 one
+    group's (Q / K, Q / K))."""
     q = layer.sa_qcontent_proj(tgt) + layer.sa_qpos_proj(query_pos)
     k = layer.sa_kcontent_proj(tgt) + layer.sa_kpos_proj(query_pos)
-    tgt = layer.norm1(tgt + layer.dropout1(layer.self_attn(q, k, layer.sa_v_proj(tgt))))
+    v = layer.sa_v_proj(tgt)
+    if num_groups > 1:
+        q, k, v = (fold_groups(x, num_groups) for x in (q, k, v))
+        attn = unfold_groups(layer.self_attn(q, k, v, attn_mask=self_attn_mask), num_groups)
+    else:
+        attn = layer.self_attn(q, k, v, attn_mask=self_attn_mask)
+    tgt = layer.norm1(tgt + layer.dropout1(attn))
 
     q = layer.ca_qcontent_proj(tgt)
     k = layer.ca_kcontent_proj(memory)

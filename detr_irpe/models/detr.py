@@ -68,13 +68,33 @@ def layer_outputs(logits: torch.Tensor, boxes: torch.Tensor, aux_loss: bool, enc
     return out
 
 
+def check_num_groups(num_groups: int) -> None:
+    if not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"num_groups must be an integer >= 1, got {num_groups!r}")
+
+
+def group_queries(module: nn.Module, first: torch.Tensor, extra: nn.Embedding | None) -> tuple[torch.Tensor, int]:
+    """(queries, group count) of a forward pass of ``module`` (Group DETR): in training, the
+    group-0 queries ``first`` (Q, ...) followed by the ``extra`` (K - 1) groups' ((K - 1) x Q, ...),
+    K groups; in eval mode, or without extra groups, ``first`` alone, one group."""
+    if extra is None or not module.training:
+        return first, 1
+    return torch.cat([first, extra.weight]), extra.weight.shape[0] // first.shape[0] + 1
+
+
 class DETR(nn.Module):
     """DETR; ``forward`` returns ``pred_logits`` (B, Q, classes + 1), ``pred_boxes`` (B, Q, 4,
-    normalised cx, cy, w, h) and, with auxiliary loss, ``aux_outputs`` of the earlier decoder layers."""
+    normalised cx, cy, w, h) and, with auxiliary loss, ``aux_outputs`` of the earlier decoder layers.
+
+    ``num_groups`` K > 1 (Group DETR): in training the decoder takes K groups of ``num_queries``
+    queries, group 0 the ``query_embed`` and groups 1 .. K-1 ``group_query_embed`` (built only
+    when K > 1), each group's self-attention kept to the group; the outputs hold K x Q queries,
+    group-major. In eval mode only group 0 runs: the model is the single-group model."""
 
     def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int = 100,
-                 aux_loss: bool = True):
+                 aux_loss: bool = True, num_groups: int = 1):
         super().__init__()
+        check_num_groups(num_groups)
         hidden = transformer.d_model
         self.num_queries, self.num_classes, self.aux_loss = num_queries, num_classes, aux_loss
         self.transformer = transformer
@@ -83,6 +103,9 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden)
         self.input_proj = nn.Conv2d(backbone.num_channels, hidden, kernel_size=1)
         self.backbone = backbone
+        # built last, so that every other parameter draws what it would in a single-group model
+        self.num_groups = num_groups
+        self.group_query_embed = nn.Embedding((num_groups - 1) * num_queries, hidden) if num_groups > 1 else None
 
     def forward(self, images, mask: torch.Tensor | None = None, need_weights: bool = False) -> dict:
         """``images``: a list of CHW tensors (padded here) or a padded (B, 3, H, W) batch with its
@@ -90,8 +113,9 @@ class DETR(nn.Module):
         self-attention maps under ``encoder_attention`` (one (B, heads, L, L) tensor per layer)."""
         images, mask = as_batch(images, mask)
         feat, mask, pos = self.backbone(images, mask)
-        hs, _, weights = self.transformer(self.input_proj(feat), mask, self.query_embed.weight, pos,
-                                          need_weights=need_weights)
+        queries, groups = group_queries(self, self.query_embed.weight, self.group_query_embed)
+        hs, _, weights = self.transformer(self.input_proj(feat), mask, queries, pos, need_weights=need_weights,
+                                          num_groups=groups)
         logits = self.class_embed(hs)
         boxes = self.bbox_embed(hs).sigmoid()
         out = layer_outputs(logits, boxes, self.aux_loss, weights if need_weights else None, feat.shape[-2:])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiheadAttention
+from .decoder_parts import fold_groups, unfold_groups
 from ..core.names import ACTIVATIONS
 from ..core.rpe_spec import RPESpec
 
@@ -91,27 +92,35 @@ class DecoderLayer(nn.Module):
         self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
         self.pre_norm = pre_norm
 
-    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
-        """Returns the updated queries."""
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, num_groups: int = 1):
+        """Returns the updated queries. ``num_groups`` K > 1 (Group DETR, training): the queries are
+        K consecutive groups and the self-attention stays within each (``decoder_parts.fold_groups``:
+        the block-diagonal mask, at 1/K of its cost)."""
         if self.pre_norm:
-            return self.forward_pre(tgt, memory, memory_mask, pos, query_pos)
-        return self.forward_post(tgt, memory, memory_mask, pos, query_pos)
+            return self.forward_pre(tgt, memory, memory_mask, pos, query_pos, num_groups)
+        return self.forward_post(tgt, memory, memory_mask, pos, query_pos, num_groups)
 
-    def forward_post(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+    def _self_attention(self, qk, v, num_groups: int):
+        if num_groups == 1:
+            return self.self_attn(qk, qk, v)[0]
+        qk, v = fold_groups(qk, num_groups), fold_groups(v, num_groups)
+        return unfold_groups(self.self_attn(qk, qk, v)[0], num_groups)
+
+    def forward_post(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, num_groups: int = 1):
         """Post-norm layer (the reference)."""
         qk = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(qk, qk, tgt)[0]))
+        tgt = self.norm1(tgt + self.dropout1(self._self_attention(qk, tgt, num_groups)))
         attn = self.multihead_attn(_with_pos(tgt, query_pos), _with_pos(memory, pos), memory,
                                    key_padding_mask=memory_mask)[0]
         tgt = self.norm2(tgt + self.dropout2(attn))
         tgt = self.norm3(tgt + self.dropout3(_feed_forward(tgt, self.linear1, self.dropout, self.linear2)))
         return tgt
 
-    def forward_pre(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
+    def forward_pre(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, num_groups: int = 1):
         """Pre-norm layer."""
         x = self.norm1(tgt)
         qk = _with_pos(x, query_pos)
-        tgt = tgt + self.dropout1(self.self_attn(qk, qk, x)[0])
+        tgt = tgt + self.dropout1(self._self_attention(qk, x, num_groups))
         x = self.norm2(tgt)
         attn = self.multihead_attn(_with_pos(x, query_pos), _with_pos(memory, pos), memory,
                                    key_padding_mask=memory_mask)[0]
@@ -147,11 +156,12 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = norm
 
-    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None):
-        """Returns the normalised output of every layer: (num_layers, B, Q, C)."""
+    def forward(self, tgt, memory, memory_mask=None, pos=None, query_pos=None, num_groups: int = 1):
+        """Returns the normalised output of every layer: (num_layers, B, Q, C). ``num_groups``: the
+        query groups whose self-attention is kept apart (Group DETR; 1: one set of queries)."""
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, memory, memory_mask, pos, query_pos)
+            tgt = layer(tgt, memory, memory_mask, pos, query_pos, num_groups)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
@@ -182,9 +192,11 @@ class Transformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, mask, query_embed, pos_embed, need_weights=False):
+    def forward(self, src, mask, query_embed, pos_embed, need_weights=False, num_groups: int = 1):
         """src (B, C, H, W), mask (B, H, W) True on padding, query_embed (Q, C), pos_embed like src
-        or None. Returns (decoder outputs (layers, B, Q, C), memory (B, C, H, W), encoder weights)."""
+        or None; ``num_groups`` K: the Q queries are K consecutive groups that do not see each other
+        in the decoder's self-attention (Group DETR). Returns (decoder outputs (layers, B, Q, C),
+        memory (B, C, H, W), encoder weights)."""
         B, C, H, W = src.shape
         src = src.flatten(2).transpose(1, 2)
         pos = None if pos_embed is None else pos_embed.flatten(2).transpose(1, 2)
@@ -192,5 +204,5 @@ class Transformer(nn.Module):
         memory, weights = self.encoder(src, mask, pos if self.encoder_pos else None, (H, W), need_weights)
         query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
         tgt = torch.zeros_like(query_pos)
-        hs = self.decoder(tgt, memory, mask, pos, query_pos)
+        hs = self.decoder(tgt, memory, mask, pos, query_pos, num_groups)
         return hs, memory.transpose(1, 2).reshape(B, C, H, W), weights
