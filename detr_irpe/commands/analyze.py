@@ -94,7 +94,10 @@ def main(argv=None) -> int:
 
 def detections_of_models(sources, labels, overrides, device, out):
     """Run each model source on the val split of the first one's config; returns the ground truth
-    (a COCO dict) and each model's detections (COCO results, also written into ``out``)."""
+    (a COCO dict) and each model's detections (COCO results, also written into ``out``). A model's
+    detections of class ids the dataset has no category for are left out, as COCO evaluation
+    ignores them (a sigmoid decoder's top-k may name any class id of its head)."""
+    import logging
     import sys
 
     from ..analysis.error_analysis import read_results
@@ -106,9 +109,15 @@ def detections_of_models(sources, labels, overrides, device, out):
     cfg = loaded[0].cfg
     val = build_dataset(cfg, "val")
     loader = build_loader(val, cfg, train=False)
+    categories = {c["id"] for c in val.coco.dataset.get("categories", [])}
     results = []
     for label, m in zip(labels, loaded):
         path = out / f"{file_stem(label)}_results.json"
         evaluate(m.model, m.postprocess, loader, m.cfg, m.device, progress=sys.stderr.isatty(), results_path=path)
-        results.append(read_results(path))
+        found = read_results(path)
+        kept = [r for r in found if r["category_id"] in categories]
+        if dropped := len(found) - len(kept):
+            logging.getLogger(__name__).info("%s: %d detection(s) of class ids without a category left out", label,
+                                             dropped)
+        results.append(kept)
     return val.coco.dataset, results
