@@ -83,7 +83,7 @@ def test_bad_ablation_files_are_named(tmp_path):
 def test_every_shipped_ablation_file_loads():
     files = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
     studies = {f.stem.split("_", 1)[1] for f in files}
-    assert studies == {"position", "method", "mode", "rpe_on", "shared", "buckets", "decoders", "ema"}
+    assert studies == {"position", "method", "mode", "rpe_on", "shared", "buckets", "decoders", "ema", "groups", "denoising"}
     for f in files:
         ab = load_ablation(f)
         assert ab.baseline in ab.variants
