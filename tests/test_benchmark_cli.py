@@ -78,10 +78,15 @@ def test_bad_options_are_one_line(capsys):
     assert exc.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-def test_train_step_with_ema_adds_a_row_per_variant_with_the_update(capsys):
+def test_train_step_options_add_a_row_per_variant_with_the_option(capsys):
     argv = ["train-step", "--device", "cpu", "--backbone", "resnet18", "--height", "64", "--width", "64",
-            "--ema", "--no-memory", "--repeats", "1", "--json"]
+            "--decoders", "detr", "dab", "--ema", "--num-groups", "2", "--dn-groups", "2", "--no-memory",
+            "--repeats", "1", "--json"]
     assert main(argv) == 0
     table, = _json_objects(capsys.readouterr().out)
-    names = [r["variant"] for r in table["rows"]]
-    assert names == ["no iRPE", "rpe-2.0-product-ctx-1-k", "no iRPE + EMA", "rpe-2.0-product-ctx-1-k + EMA"]
+    rows = [(r["decoder"], r["variant"]) for r in table["rows"]]
+    base = ["no iRPE", "rpe-2.0-product-ctx-1-k"]
+    options = ["", " + EMA", " + 2 groups"]
+    assert rows == [("detr", n + o) for o in options for n in base] + [("dab", n + o) for o in [*options, " + DN 2"]
+                                                                          for n in base]  # denoising: dab only
+    assert all(r["s/step"] > 0 for r in table["rows"])

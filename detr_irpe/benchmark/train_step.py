@@ -39,13 +39,15 @@ def _batch(height: int, width: int, dev: torch.device, seed: int = 1):
     return images, targets
 
 
-def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: str | None, decoder: str = "detr"):
-    """(model, criterion, optimizer, batch adapter) of this project or of the reference code."""
+def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: str | None, decoder: str = "detr",
+           options: tuple[str, ...] = ()):
+    """(model, criterion, optimizer, batch adapter) of this project (with the training
+    ``options``, key=value) or of the reference code."""
     torch.manual_seed(0)
     if reference is None:
         cfg = load_config(DECODER_CONFIGS[decoder], [
             f"model.backbone.name={backbone}", "model.backbone.weights=none", f"model.irpe={irpe}",
-            f"model.attention_kernel={kernel}"])
+            f"model.attention_kernel={kernel}", *options])
         model, criterion, _ = build_model(cfg)
         model.to(dev).train()
         return model, criterion.to(dev), build_optimizer(model, cfg.train), lambda images: images
@@ -61,18 +63,20 @@ def _model(irpe: str, backbone: str, dev: torch.device, kernel: str, reference: 
 
 def _setup(irpe: str, backbone: str, height: int, width: int, device: str, precision: str = "fp32",
            kernel: str = "auto", reference: str | None = None, sizes: tuple[int, ...] = (), decoder: str = "detr",
-           ema: bool = False):
+           ema: bool = False, options: tuple[str, ...] = ()):
     """A function running one training step (with a model-EMA update after the optimizer's with
-    ``ema``), or one per size of ``sizes`` (shorter sides)."""
+    ``ema``; with the training ``options``), or one per size of ``sizes`` (shorter sides)."""
     dev = torch.device(device)
-    model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference, decoder)
+    model, criterion, opt, adapt = _model(irpe, backbone, dev, kernel, reference, decoder, options)
+    # query denoising builds its extra queries from the targets
+    denoising = any(o.startswith("model.dn_groups=") for o in options)
     average = ModelEMA(model) if ema else None
     shapes = [(s, round(s * 4 / 3)) for s in sizes] or [(height, width)]
     batches = [_batch(h, w, dev) for h, w in shapes]
 
     def one(images, targets):
         with record_function("forward"), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = model(adapt(images))
+            out = model(adapt(images), targets=targets) if denoising else model(adapt(images))
         with record_function("loss"):
             losses = criterion(out, targets)
             loss = sum(losses[k] * w for k, w in criterion.weight_dict.items() if k in losses)
@@ -96,23 +100,39 @@ def _setup(irpe: str, backbone: str, height: int, width: int, device: str, preci
 
 
 def run(device="cpu", backbone="resnet50", height=512, width=683, repeats=5, memory=True, as_json=False,
-        precisions=("fp32",), kernel="auto", reference=None, multiscale=False, decoders=("detr",), ema=False):
-    """Print the training-step table (every decoder x variant x precision, with ``ema`` each
-    variant also with a model-EMA update, and the reference DETR code's variants when
-    ``reference`` names its checkout); returns its rows."""
+        precisions=("fp32",), kernel="auto", reference=None, multiscale=False, decoders=("detr",), ema=False,
+        num_groups=1, dn_groups=0):
+    """Print the training-step table (every decoder x variant x precision; each variant also with
+    a model-EMA update with ``ema``, with ``num_groups`` Group DETR query groups when > 1, with
+    ``dn_groups`` denoising groups on the dab decoder when > 0; and the reference DETR code's
+    variants when ``reference`` names its checkout); returns its rows."""
     dev = torch.device(device)
     skipped = [p for p in precisions if p != "fp32" and dev.type != "cuda"]
     precisions = [p for p in precisions if p not in skipped]
     sizes = RECIPE_SIZES if multiscale else ()
     codes = [("this project", None)] + ([("reference", reference)] if reference and "detr" in decoders else [])
     # the reference has no mixed precision: its rpe_ops extension takes float32 only
-    variants = {n: (spec, False) for n, spec in VARIANTS.items()}
+    # name -> (iRPE, EMA, training options)
+    variants = {n: (spec, False, ()) for n, spec in VARIANTS.items()}
     if ema:
-        variants.update({f"{n} + EMA": (spec, True) for n, spec in VARIANTS.items()})
+        variants.update({f"{n} + EMA": (spec, True, ()) for n, spec in VARIANTS.items()})
+    if num_groups > 1:
+        variants.update({f"{n} + {num_groups} groups": (spec, False, (f"model.num_groups={num_groups}",))
+                         for n, spec in VARIANTS.items()})
+    if dn_groups > 0:
+        variants.update({f"{n} + DN {dn_groups}": (spec, False, (f"model.dn_groups={dn_groups}",))
+                         for n, spec in VARIANTS.items()})
+
+    def runs(n, d, path, p):
+        spec, with_ema, options = variants[n]
+        if path:  # the reference: fp32 and tf32 steps of its own, nothing more
+            return p != "bf16" and not with_ema and not options
+        return d == "dab" or not any(o.startswith("model.dn_groups=") for o in options)
+
     cases = {(code, d, n, p): (variants[n][0], backbone, height, width, device, p, kernel, path, sizes, d,
-                               variants[n][1])
+                               variants[n][1], variants[n][2])
              for code, path in codes for d in (decoders if path is None else ("detr",)) for p in precisions
-             for n in variants if not (path and (p == "bf16" or variants[n][1]))}
+             for n in variants if runs(n, d, path, p)}
     times = time_interleaved({c: _setup(*a) for c, a in cases.items()}, dev, repeats, warmup=2)
     steps = len(sizes) or 1
     rows = []

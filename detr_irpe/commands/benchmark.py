@@ -64,6 +64,9 @@ def build_parser() -> Parser:
     ts.add_argument("--decoders", nargs="+", default=["detr"], choices=DECODERS,
                     help="decoders whose steps are timed (conditional, dab: their 50-epoch recipes)")
     ts.add_argument("--ema", action="store_true", help="also time each variant with a model-EMA update per step")
+    ts.add_argument("--num-groups", type=int, default=1, help="also time each variant with K Group DETR query groups")
+    ts.add_argument("--dn-groups", type=int, default=0,
+                    help="also time each variant of the dab decoder with N query-denoising groups")
     ts.add_argument("--multiscale", action="store_true",
                     help="each timed call is one step per training size of the paper's recipe (shorter side "
                          "480-800, step 32)")
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
         rows = train_step.run(device, t.backbone, t.height, t.width, repeats=rep or 11, memory=not t.no_memory,
                               as_json=as_json, precisions=tuple(t.precisions), kernel=t.kernel,
                               reference=t.reference, multiscale=t.multiscale, decoders=tuple(t.decoders),
-                              ema=t.ema)
+                              ema=t.ema, num_groups=t.num_groups, dn_groups=t.dn_groups)
         step_seconds = rows[0][4]
     if cmd in ("data", "all"):
         from ..benchmark import data as data_bench
